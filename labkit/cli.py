@@ -1,0 +1,165 @@
+"""`labkit setup | up | down | status | doctor | lab` — the course's command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import LabkitError
+from .home import home, repo_root, subdir
+from .models import model_alias
+from .net import port_open
+from .servers import KINDS, Server, start_llama_server, start_ollama
+from .servers.llamacpp import DEFAULT_PORT as LLAMA_PORT, identify
+from .servers.ollama import DEFAULT_PORT as OLLAMA_PORT, is_ollama
+
+
+def _ports() -> dict[str, int]:
+    return {"llamacpp": int(os.environ.get("LABKIT_LLAMACPP_PORT", LLAMA_PORT)),
+            "ollama": int(os.environ.get("LABKIT_OLLAMA_PORT", OLLAMA_PORT))}
+
+
+def _start(kind: str, **kw) -> Server:
+    return (start_llama_server if kind == "llamacpp" else start_ollama)(**kw)
+
+
+def _run_file(kind: str, port: int) -> Path:
+    return subdir("run") / f"{kind}-{port}.json"
+
+
+def cmd_setup(args) -> int:
+    from .setup import setup
+    setup(args.group, only=args.only or None)
+    return 0
+
+
+def cmd_up(args) -> int:
+    kinds = KINDS if args.kind == "all" else (args.kind,)
+    for kind in kinds:
+        server = _start(kind, detached=True)
+        if server.proc:
+            server.proc.detach()
+            _run_file(kind, server.port).write_text(json.dumps({"pid": server.proc.pid, "argv": server.proc.argv}))
+        print(f"✔ {server}")
+        print(f"  export OPENAI_BASE_URL={server.openai_base_url} OPENAI_API_KEY={server.key}")
+    return 0
+
+
+def cmd_down(args) -> int:
+    stopped = 0
+    for f in sorted(subdir("run").glob("*.json")):
+        if args.kind not in ("all", f.stem.split("-")[0]):
+            continue
+        pid = json.loads(f.read_text())["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped += 1
+        except ProcessLookupError:
+            pass
+        f.unlink()
+    print(f"stopped {stopped} server(s) started by `labkit up`")
+    return 0
+
+
+def describe_port(kind: str, port: int, host: str = "127.0.0.1") -> tuple[bool, str]:
+    """(healthy-and-ours, description) for what listens on a port."""
+    if not port_open(host, port):
+        return False, f"nothing on {host}:{port}"
+    if kind == "llamacpp":
+        found = identify(host, port)
+        if found:
+            return model_alias() in found["models"], f"llama-server on :{port} serving {found['models']}"
+        return False, f"port {port} taken by something that is not llama-server (or wants an API key)"
+    version = is_ollama(host, port)
+    return (bool(version), f"ollama {version} on :{port}") if version else (False, f"port {port} is not Ollama")
+
+
+def cmd_status(args) -> int:
+    for kind, port in _ports().items():
+        ok, text = describe_port(kind, port)
+        print(f"{'✔' if ok else '·'} {kind:9} {text}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .setup import STEPS
+    table = Table(title=f"labkit doctor — home {home()}")
+    for col in ("", "check", "found", "fix"):
+        table.add_column(col, overflow="fold")
+    bad = 0
+    table.add_row("✔", "python", f"{platform.python_version()} ({sys.executable})", "")
+    for step in STEPS:
+        try:
+            detail = step.check()
+        except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+            detail = None
+            step_fix = f"{step.fix} ({exc})"
+        else:
+            step_fix = step.fix
+        optional = "lab" not in step.groups
+        bad += detail is None and not optional
+        table.add_row("✔" if detail else ("·" if optional else "✘"), step.name, detail or "missing",
+                      "" if detail else step_fix)
+    for kind, port in _ports().items():
+        ok, text = describe_port(kind, port)
+        table.add_row("✔" if ok else "·", f"{kind} server", text,
+                      "" if ok else f"labkit up {kind}  (lessons start it themselves)")
+    Console().print(table)
+    return 1 if bad else 0
+
+
+def cmd_lab(args) -> int:
+    """Set up what the lessons need, start llama-server, open JupyterLab on lesson 00; stop all on exit."""
+    from .setup import setup
+    setup("lab")
+    server = start_llama_server()
+    env = {**os.environ, **server.env()}
+    print(f"✔ {server}\n  JupyterLab is starting; stop it with Ctrl-C (the server stops with it).", flush=True)
+    argv = [sys.executable, "-m", "jupyter", "lab", str(repo_root() / "notebooks" / "00_welcome.ipynb"),
+            "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
+    try:
+        return subprocess.call(argv, env=env, cwd=repo_root())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labkit", description="Local LLM Lab")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("setup", help="install everything a fresh machine needs (idempotent)")
+    p.add_argument("--group", choices=("lab", "test"), default="test")
+    p.add_argument("--only", action="append", help="only this step (repeatable)")
+    p.set_defaults(func=cmd_setup)
+    p = sub.add_parser("up", help="start servers in the background (stop them with `labkit down`)")
+    p.add_argument("kind", nargs="?", default="llamacpp", choices=(*KINDS, "all"))
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop servers started by `labkit up`")
+    p.add_argument("kind", nargs="?", default="all", choices=(*KINDS, "all"))
+    p.set_defaults(func=cmd_down)
+    sub.add_parser("status", help="what listens on the lab's ports").set_defaults(func=cmd_status)
+    sub.add_parser("doctor", help="check binaries, model, ports; each problem with its fix").set_defaults(
+        func=cmd_doctor)
+    p = sub.add_parser("lab", help="set up, start llama-server and open JupyterLab on lesson 00")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
+    p.set_defaults(func=cmd_lab)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LabkitError as exc:
+        print(f"✘ {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Errors that say what happened, what was tried and what to do next."""
+from __future__ import annotations
+
+
+class LabkitError(RuntimeError):
+    """A failure a learner can act on: `what` happened, `fix` tells them how to get past it."""
+
+    def __init__(self, what: str, *, fix: str = "", tried: str = "", log_tail: str = "") -> None:
+        self.what, self.fix, self.tried, self.log_tail = what, fix, tried, log_tail
+        parts = [what]
+        if tried:
+            parts.append(f"Tried: {tried}")
+        if fix:
+            parts.append(f"Fix: {fix}")
+        if log_tail:
+            parts.append("Last lines of the log:\n" + log_tail)
+        super().__init__("\n".join(parts))
+
+
+class ModelError(LabkitError):
+    """The model file is missing, corrupt or cannot be fetched."""
+
+
+class BinaryError(LabkitError):
+    """A server binary is missing and cannot be built (toolchain missing, build failed)."""
+
+
+class PortBusyError(LabkitError):
+    """Something that is not the server we want is listening on the port."""
+
+
+class ServerStartError(LabkitError):
+    """The server process exited or never became healthy in time."""

@@ -1,0 +1,122 @@
+"""Child processes that cannot outlive the lab: own process group, stop = SIGTERM then SIGKILL, atexit,
+and PR_SET_PDEATHSIG so even a kernel killed with SIGKILL takes its servers with it."""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Mapping, Sequence
+
+_PR_SET_PDEATHSIG = 1
+_live: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()  # own session and process group: one signal stops the server and its helpers
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with Path(path).open("rb") as f:
+            return b"".join(deque(f, maxlen=lines)).decode("utf-8", "replace").rstrip()
+    except OSError:
+        return "(no log)"
+
+
+class ManagedProcess:
+    """A subprocess whose output goes to a log file and which is always stopped by the lab that started it."""
+
+    def __init__(self, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None, tie_to_parent: bool = True) -> None:
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        # The pdeathsig is tied to the thread that forks: start from a thread that lives as long as we do.
+        preexec = _die_with_parent if tie_to_parent and threading.current_thread() is threading.main_thread() \
+            else os.setsid
+        self.popen = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None,
+                                      cwd=cwd, preexec_fn=preexec, close_fds=True)
+        self.pid = self.popen.pid
+        _live.add(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def log_tail(self, lines: int = 25) -> str:
+        self._log.flush()
+        return tail(self.log_path, lines)
+
+    def detach(self) -> None:
+        """Leave the process running after we exit (for `labkit up`); `labkit down` stops it later."""
+        _live.discard(self)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the whole process group, wait, then SIGKILL whatever is left."""
+        if self.popen.poll() is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # Helpers the server spawned in its group (e.g. Ollama's runners) go too.
+        _signal_group(self.pid, signal.SIGKILL)
+        self._log.close()
+        _live.discard(self)
+        return self.popen.returncode
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_live):
+        try:
+            proc.stop(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+def run_logged(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+               cwd: Path | None = None, timeout: float = 3600, on_line=None) -> int:
+    """Run a build step to completion, teeing its output into a log and feeding each line to `on_line`."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None, cwd=cwd,
+                                text=True, errors="replace", preexec_fn=_die_with_parent)
+        timer = threading.Timer(timeout, lambda: _signal_group(proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                if on_line:
+                    on_line(line)
+            return proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGKILL)

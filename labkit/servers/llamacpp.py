@@ -1,0 +1,80 @@
+"""llama.cpp's llama-server: start it on the lab's model, or reuse the one already serving that alias."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+
+from ..errors import BinaryError, PortBusyError
+from ..home import subdir
+from ..models import check_gguf, model_alias, model_path
+from ..net import port_open
+from ..procs import ManagedProcess
+from .base import Server, wait_healthy
+from .install import build_llama_cpp, find_llama_tool
+
+DEFAULT_PORT = 8080
+
+
+def llama_server_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
+    found = find_llama_tool("llama-server", explicit)
+    if found:
+        return found
+    if not build:
+        raise BinaryError("llama-server was not found (LLAMA_SERVER_BIN, PATH, labkit home).",
+                          fix="Run `labkit setup` to build it, or set LLAMA_SERVER_BIN=/path/to/llama-server.")
+    return build_llama_cpp()
+
+
+def identify(host: str, port: int, api_key: str | None = None) -> dict | None:
+    """What llama-server answers on host:port (its /v1/models), or None if it is not a llama-server."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        props = httpx.get(f"http://{host}:{port}/props", timeout=2, headers=headers)
+        models = httpx.get(f"http://{host}:{port}/v1/models", timeout=2, headers=headers)
+    except httpx.HTTPError:
+        return None
+    if props.status_code != 200 or models.status_code != 200 or "default_generation_settings" not in props.text:
+        return None
+    try:
+        return {"props": props.json(), "models": [m["id"] for m in models.json()["data"]]}
+    except (ValueError, KeyError):
+        return None
+
+
+def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alias: str | None = None,
+                       model: str | os.PathLike | None = None, ctx_size: int = 4096, parallel: int = 4,
+                       threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
+                       extra_args: Sequence[str] = (), binary: str | os.PathLike | None = None,
+                       reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
+    """Start llama-server (or reuse a healthy one serving `alias` on `port`) and wait until it is healthy."""
+    port = int(port or os.environ.get("LABKIT_LLAMACPP_PORT", DEFAULT_PORT))
+    alias = alias or model_alias()
+    timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
+    if port_open(host, port):
+        found = identify(host, port, api_key)
+        if reuse and found and alias in found["models"]:
+            return Server("llamacpp", host, port, alias, api_key=api_key)
+        what = (f"llama-server serving {found['models']}" if found else "something that is not llama-server"
+                " (or one that wants a different API key)")
+        raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{alias}'.",
+                            fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
+                                f"or use another port: LABKIT_LLAMACPP_PORT=<port>.")
+    gguf = check_gguf(Path(model)) if model else model_path()
+    binary_path = llama_server_binary(binary)
+    argv = [str(binary_path), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", alias,
+            "--ctx-size", str(ctx_size), "--parallel", str(parallel), "--jinja"]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if api_key:
+        argv += ["--api-key", api_key]
+    argv += list(extra_args)
+    log = subdir("logs") / f"llama-server-{port}.log"
+    server = Server("llamacpp", host, port, alias, api_key=api_key,
+                    proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
+    wait_healthy(server, timeout=timeout, what=f"llama-server on port {port}")
+    return server

@@ -1,0 +1,106 @@
+"""Ollama: `ollama serve` on loopback with a private model store; the lab's GGUF registered by a Modelfile."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from ..errors import BinaryError, PortBusyError, ServerStartError
+from ..home import subdir
+from ..models import check_gguf, model_alias, model_path
+from ..net import port_open
+from ..procs import ManagedProcess
+from .base import Server, wait_healthy
+from .install import build_ollama, find_ollama
+
+DEFAULT_PORT = 11434
+
+
+def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
+    found = find_ollama(explicit)
+    if found:
+        return found
+    if not build:
+        raise BinaryError("ollama was not found (OLLAMA_BIN, PATH, labkit home).",
+                          fix="Run `labkit setup` to build it, or set OLLAMA_BIN=/path/to/ollama.")
+    return build_ollama()
+
+
+def ollama_env(host: str, port: int) -> dict[str, str]:
+    """Everything Ollama keeps (models, keys) stays under the labkit home; it listens on loopback only."""
+    return {**os.environ, "OLLAMA_HOST": f"{host}:{port}", "OLLAMA_MODELS": str(subdir("ollama", "models")),
+            "HOME": str(subdir("ollama", "home")), "OLLAMA_NUM_PARALLEL": os.environ.get("OLLAMA_NUM_PARALLEL", "4"),
+            "OLLAMA_KEEP_ALIVE": os.environ.get("OLLAMA_KEEP_ALIVE", "30m")}
+
+
+def is_ollama(host: str, port: int) -> str | None:
+    """Ollama's version when host:port is an Ollama server, else None."""
+    try:
+        r = httpx.get(f"http://{host}:{port}/api/version", timeout=2)
+        return r.json().get("version") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def has_model(server: Server, name: str) -> bool:
+    r = httpx.get(server.base_url + "/api/tags", timeout=10)
+    r.raise_for_status()
+    names = {m["name"] for m in r.json().get("models", [])}
+    return name in names or f"{name}:latest" in names
+
+
+def modelfile_for(gguf: Path, *, num_ctx: int = 4096) -> str:
+    """The Modelfile the lesson shows: FROM the GGUF; Ollama takes the chat template from its metadata."""
+    return f"FROM {gguf}\nPARAMETER num_ctx {num_ctx}\n"
+
+
+def register_model(server: Server, name: str, gguf: Path, binary: Path, *, timeout: float = 300) -> None:
+    """`ollama create NAME -f Modelfile` against this server (copies the GGUF into Ollama's blob store once)."""
+    mf = subdir("ollama") / f"{name}.Modelfile"
+    mf.write_text(modelfile_for(gguf))
+    proc = subprocess.run([str(binary), "create", name, "-f", str(mf)], env=ollama_env(server.host, server.port),
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise ServerStartError(f"`ollama create {name}` failed (exit {proc.returncode}).",
+                               fix="Is the GGUF valid? Read the output below.",
+                               log_tail=(proc.stdout + proc.stderr)[-3000:])
+
+
+def warm(server: Server, *, timeout: float = 120) -> None:
+    """Load the model now (an empty generate), so the first lesson request doesn't pay for it."""
+    r = httpx.post(server.base_url + "/api/generate", json={"model": server.model, "keep_alive": "30m"},
+                   timeout=timeout)
+    if r.status_code != 200:
+        raise ServerStartError(f"Ollama could not load '{server.model}' (HTTP {r.status_code}): {r.text[:500]}",
+                               fix="Read the server log below.", log_tail=server.log_tail())
+
+
+def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str | None = None,
+                 model: str | os.PathLike | None = None, binary: str | os.PathLike | None = None,
+                 reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
+    """Start `ollama serve` (or reuse an Ollama on `port`), make sure the lab's model is registered and loaded."""
+    port = int(port or os.environ.get("LABKIT_OLLAMA_PORT", DEFAULT_PORT))
+    name = name or model_alias()
+    timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
+    binary_path = ollama_binary(binary)
+    if port_open(host, port):
+        if not (reuse and is_ollama(host, port)):
+            raise PortBusyError(f"Port {port} on {host} is taken by something that is not Ollama.",
+                                fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set LABKIT_OLLAMA_PORT.")
+        server = Server("ollama", host, port, name)
+    else:
+        log = subdir("logs") / f"ollama-{port}.log"
+        proc = ManagedProcess([str(binary_path), "serve"], log_path=log, env=ollama_env(host, port),
+                              tie_to_parent=not detached)
+        server = Server("ollama", host, port, name, proc=proc, log_path=log)
+        wait_healthy(server, timeout=timeout, what=f"ollama serve on port {port}")
+    try:
+        if not has_model(server, name):
+            register_model(server, name, check_gguf(Path(model)) if model else model_path(), binary_path)
+        warm(server, timeout=timeout)
+    except Exception:
+        server.stop()
+        raise
+    return server

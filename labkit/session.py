@@ -1,0 +1,38 @@
+"""`up()` for lessons: idempotent and fast when the server already runs; restarts one that died."""
+from __future__ import annotations
+
+from .servers import KINDS, Server, start_llama_server, start_ollama
+
+_servers: dict[tuple, Server] = {}
+
+
+def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **options) -> Server:
+    """A healthy server of `kind` ("llamacpp" or "ollama"): the one this process started, one already running
+    on the port (reused, left running), or a new one stopped when this process ends.
+
+    `options` go to `start_llama_server` / `start_ollama` (port, alias, api_key, extra_args, ...).
+    With `export`, OPENAI_BASE_URL / OPENAI_API_KEY point at it so every OpenAI client finds it.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    key = (kind, tuple(sorted((k, str(v)) for k, v in options.items())))
+    server = _servers.get(key)
+    if server is None or not server.alive():
+        if server is not None:
+            server.stop()  # died or was killed: clean up, then start again
+        start = start_llama_server if kind == "llamacpp" else start_ollama
+        server = start(**options)
+        _servers[key] = server
+    if export:
+        server.export_env()
+    if not quiet:
+        print(f"✔ {server}")
+    return server
+
+
+def down(kind: str | None = None) -> None:
+    """Stop the servers this process started (all, or those of one kind)."""
+    for key, server in list(_servers.items()):
+        if kind is None or key[0] == kind:
+            server.stop()
+            del _servers[key]

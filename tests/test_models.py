@@ -1,0 +1,44 @@
+"""The embedded model is fetched, verified and cached; bad model paths fail clearly."""
+from pathlib import Path
+
+import pytest
+
+from labkit import models
+from labkit.errors import ModelError
+
+
+def test_embedded_model_is_cached_and_verified():
+    path = models.fetch_embedded(quiet=True)
+    assert path.is_file() and path.stat().st_size == models.EMBEDDED.size
+    assert models.is_verified(path)
+    assert path.read_bytes()[:4] == b"GGUF"
+
+
+def test_user_model_overrides_embedded(monkeypatch, tmp_path):
+    fake = tmp_path / "My_Model.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 16)
+    monkeypatch.setenv("LABKIT_MODEL", str(fake))
+    assert models.model_path() == fake
+    assert models.model_alias() == "my-model"
+
+
+def test_missing_model_names_the_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_MODEL", str(tmp_path / "nope.gguf"))
+    with pytest.raises(ModelError, match="not found.*nope.gguf"):
+        models.model_path()
+
+
+def test_corrupt_model_is_rejected_before_the_server_sees_it(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"<html>404</html>")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        models.check_gguf(bad)
+
+
+def test_tampered_cache_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    target = models.cached_path()
+    target.write_bytes(b"GGUF" + b"x" * 10)
+    models._stamp(target, models.EMBEDDED)
+    target.write_bytes(b"GGUF" + b"y" * 20)  # changed after it was verified
+    assert not models.is_verified(Path(target))

@@ -1,0 +1,145 @@
+"""Server lifecycles against the real binaries: start, reuse, busy port, bad model, death, and no orphans."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import psutil
+import pytest
+
+import labkit
+from labkit.errors import ModelError, PortBusyError, ServerStartError
+from labkit.net import free_port
+from labkit.servers import start_llama_server
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_llama_server_answers_chat_with_the_embedded_model():
+    server = labkit.up("llamacpp", export=False, quiet=True)
+    r = httpx.post(server.openai_base_url + "/chat/completions", headers=server.headers(), timeout=60, json={
+        "model": server.model, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 8,
+        "temperature": 0, "seed": 42})
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+    assert body["usage"]["completion_tokens"] <= 8 and body["usage"]["prompt_tokens"] > 0
+
+
+def test_ollama_answers_native_and_openai_routes():
+    server = labkit.up("ollama", export=False, quiet=True)
+    native = httpx.post(server.base_url + "/api/chat", timeout=60, json={
+        "model": server.model, "messages": [{"role": "user", "content": "hi"}], "stream": False,
+        "options": {"num_predict": 8, "temperature": 0, "seed": 42}}).json()
+    assert native["done"] is True and native["message"]["role"] == "assistant"
+    assert native["eval_count"] <= 8
+    compat = httpx.post(server.openai_base_url + "/chat/completions", timeout=60, json={
+        "model": server.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}).json()
+    assert compat["object"] == "chat.completion" and compat["usage"]["completion_tokens"] <= 8
+
+
+def test_up_is_idempotent_and_reuses_a_running_server():
+    a = labkit.up("llamacpp", export=False, quiet=True)
+    b = labkit.up("llamacpp", export=False, quiet=True)
+    assert a is b
+    reused = start_llama_server(port=a.port)  # another "process" asking for the same server
+    assert not reused.owned and reused.model == a.model
+    reused.stop()  # stopping a reused handle must not stop the owner's server
+    assert a.alive()
+
+
+def test_start_own_server_on_a_free_port_and_stop_it():
+    port = free_port()
+    with start_llama_server(port=port, alias="smollm2-135m-test", parallel=1, ctx_size=512) as server:
+        assert server.owned and server.alive()
+        pid = server.proc.pid
+        models = httpx.get(server.openai_base_url + "/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["smollm2-135m-test"]
+    assert _gone(pid)
+    assert not server.alive()
+
+
+def test_busy_port_with_a_stranger_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(PortBusyError, match=f"Port {port}.*not llama-server"):
+            start_llama_server(port=port, timeout=10)
+
+
+def test_busy_port_with_another_model_is_not_reused():
+    server = labkit.up("llamacpp", export=False, quiet=True)
+    with pytest.raises(PortBusyError, match="does not serve 'other-model'"):
+        start_llama_server(port=server.port, alias="other-model")
+
+
+def test_corrupt_model_fails_before_starting(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        start_llama_server(port=free_port(), model=bad, alias="x", timeout=10)
+
+
+def test_server_that_dies_during_start_reports_its_log(tmp_path):
+    truncated = tmp_path / "truncated.gguf"
+    src = labkit.models.fetch_embedded(quiet=True)
+    with src.open("rb") as f:
+        truncated.write_bytes(f.read(1_000_000))  # valid magic, cut short: llama-server exits while loading
+    t0 = time.monotonic()
+    with pytest.raises(ServerStartError) as err:
+        start_llama_server(port=free_port(), model=truncated, alias="broken", timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert "exited during start" in str(err.value)
+    assert "Last lines of the log" in str(err.value) and err.value.log_tail.strip()
+
+
+def test_killed_server_is_restarted_on_next_up():
+    port = free_port()
+    first = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
+                      export=False, quiet=True)
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    assert _gone(first.proc.pid)
+    second = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
+                       export=False, quiet=True)
+    assert second.alive() and second.proc.pid != first.proc.pid
+    second.stop()
+
+
+CHILD = textwrap.dedent("""
+    import sys, labkit
+    from labkit.servers import start_llama_server
+    s = start_llama_server(port=int(sys.argv[1]), alias="orphan-check", parallel=1, ctx_size=512)
+    print(s.proc.pid, flush=True)
+    if sys.argv[2] == "hang":
+        import time; time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_orphan_when_the_owner_exits_or_is_killed(how):
+    """A notebook kernel that ends, or is killed with SIGKILL, takes its llama-server with it."""
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port), "exit" if how == "exit" else "hang"],
+                             stdout=subprocess.PIPE, text=True)
+    server_pid = int(child.stdout.readline())
+    assert psutil.pid_exists(server_pid)
+    if how == "sigkill":
+        child.kill()
+    child.wait(30)
+    assert _gone(server_pid), f"llama-server {server_pid} outlived its owner ({how})"
