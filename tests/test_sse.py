@@ -1,0 +1,223 @@
+"""labkit.sse on recorded real streams (data/streams/), re-fed split at every byte boundary.
+
+The recorded files are exact response bodies from llama-server and Ollama (see each *.request.json). Small
+inline byte strings below cover what those servers did not send while recording (comments, CR line ends,
+`event: error`); they are labelled as such."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labkit import sse
+
+STREAMS = Path(__file__).resolve().parent.parent / "data" / "streams"
+SSE_FILES = sorted(p for p in STREAMS.glob("*.sse"))
+NDJSON_FILES = sorted(STREAMS.glob("*.ndjson"))
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def reassemble(chunks) -> sse.Assembled:
+    return sse.assemble(sse.iter_chunks(sse.iter_events(chunks)))
+
+
+def split_at(body: bytes, cuts) -> list[bytes]:
+    points = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
+    return [body[a:b] for a, b in zip(points, points[1:])]
+
+
+def test_recordings_exist():
+    names = {p.name for p in SSE_FILES}
+    assert "llamacpp_chat_zh.sse" in names and "llamacpp_chat_en.sse" in names
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=lambda p: p.name)
+def test_recorded_stream_reassembles(path):
+    meta = json.loads(path.with_suffix(".request.json").read_text())
+    total = reassemble([read(path)])
+    assert total.finish_reason in {"stop", "length"}
+    assert total.text and total.n_deltas >= 1 and total.id
+    if meta["request"].get("stream_options", {}).get("include_usage"):
+        assert total.usage["completion_tokens"] == meta["request"]["max_tokens"] or total.finish_reason == "stop"
+        assert total.usage["total_tokens"] == total.usage["prompt_tokens"] + total.usage["completion_tokens"]
+
+
+def test_chinese_recording_has_multibyte_text():
+    total = reassemble([read(STREAMS / "llamacpp_chat_zh.sse")])
+    assert total.text.startswith("你好")
+    # 10 tokens produced only 5 characters: a CJK character spans several byte-level tokens
+    assert total.usage["completion_tokens"] > total.n_deltas
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=lambda p: p.name)
+def test_every_single_split_point_gives_the_same_result(path):
+    body = read(path)
+    whole = reassemble([body])
+    for i in range(len(body) + 1):
+        assert reassemble([body[:i], body[i:]]) == whole, f"split at byte {i}"
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=lambda p: p.name)
+def test_byte_by_byte(path):
+    body = read(path)
+    assert reassemble(body[i:i + 1] for i in range(len(body))) == reassemble([body])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_splits_hypothesis(data):
+    path = data.draw(st.sampled_from(SSE_FILES))
+    body = read(path)
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(body)), max_size=40))
+    assert reassemble(split_at(body, cuts)) == reassemble([body])
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=lambda p: p.name)
+def test_every_truncation_raises(path):
+    """A cut stream never passes as complete: every proper prefix that lacks `data: [DONE]` raises SSEError."""
+    body = read(path)
+    done_at = body.rindex(b"data: [DONE]") + len(b"data: [DONE]\n")
+    for i in range(done_at):
+        with pytest.raises(sse.SSEError):
+            reassemble([body[:i]])
+    for i in range(done_at, len(body) + 1):  # [DONE] line complete: only the final blank line may be missing
+        assert reassemble([body[:i]]) == reassemble([body])
+
+
+def test_truncated_inside_a_character_says_so():
+    body = read(STREAMS / "llamacpp_chat_zh.sse")
+    cut = body.index("你".encode()) + 1
+    with pytest.raises(sse.SSEError, match="multi-byte UTF-8"):
+        list(sse.iter_events([body[:cut]]))
+
+
+def test_naive_per_chunk_decoding_breaks_chinese():
+    """What the lesson shows: bytes.decode() per network chunk fails when a chunk ends inside a character."""
+    body = read(STREAMS / "llamacpp_chat_zh.sse")
+    cut = body.index("你".encode()) + 1
+    with pytest.raises(UnicodeDecodeError):
+        body[:cut].decode("utf-8")
+    assert reassemble([body[:cut], body[cut:]]).text.startswith("你好")
+
+
+def test_garbled_bytes_raise():
+    body = read(STREAMS / "llamacpp_chat_en.sse")
+    garbled = body[:100] + b"\xff\xfe" + body[100:]
+    with pytest.raises(sse.SSEError, match="not valid UTF-8 near byte 100"):
+        reassemble([garbled])
+
+
+def test_garbled_json_raises():
+    body = read(STREAMS / "llamacpp_chat_en.sse").replace(b'"choices"', b'"choices', 1)
+    with pytest.raises(sse.SSEError, match="not JSON"):
+        reassemble([body])
+
+
+def test_data_after_done_raises():
+    body = read(STREAMS / "llamacpp_chat_en.sse") + b'data: {"late": true}\n\n'
+    with pytest.raises(sse.SSEError, match="after \\[DONE\\]"):
+        reassemble([body])
+
+
+# --- features the recorded servers did not use; inline, spec-shaped examples ---------------------------------
+
+def test_multiline_data_comments_id_retry_crlf():
+    raw = (b": keep-alive ping\r\n\r\nid: 7\r\nretry: 1500\r\nevent: note\r\ndata: line one\r\ndata:line two\r\n\r\n"
+           b"data\r\n\r\n")
+    for i in range(len(raw) + 1):
+        dec = sse.SSEDecoder()
+        events = dec.feed(raw[:i]) + dec.feed(raw[i:]) + dec.close()
+        assert events == [sse.Event("line one\nline two", "note", "7", 1500), sse.Event("", "message", "7", 1500)]
+        assert dec.comments == ["keep-alive ping"]
+
+
+def test_bare_cr_line_ends_and_bom():
+    raw = "\ufeffdata: a\r\rdata: b\r\r".encode()
+    for i in range(len(raw) + 1):
+        assert [e.data for e in sse.iter_events([raw[:i], raw[i:]])] == ["a", "b"]
+
+
+def test_event_error_raises_stream_error():
+    raw = b'event: error\ndata: {"error": {"message": "boom", "code": 500}}\n\n'
+    with pytest.raises(sse.StreamError, match="boom") as info:
+        reassemble([raw])
+    assert info.value.error == {"error": {"message": "boom", "code": 500}}
+
+
+def test_llamacpp_2025_error_field_and_data_error_object():
+    old = b'error: {"code":400,"message":"the request exceeds the available context size"}\n\ndata: [DONE]\n\n'
+    with pytest.raises(sse.StreamError, match="exceeds the available context"):
+        reassemble([old])
+    new = b'data: {"error":{"code":500,"message":"slot died","type":"server_error"}}\n\n'
+    with pytest.raises(sse.StreamError, match="slot died") as info:
+        reassemble([new])
+    assert info.value.error["type"] == "server_error"
+
+
+def test_missing_done_is_an_error_unless_told_otherwise():
+    raw = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
+    with pytest.raises(sse.SSEError, match="without `data: \\[DONE\\]`"):
+        reassemble([raw])
+    assert sse.assemble(sse.iter_chunks(sse.iter_events([raw]), require_done=False)).text == "x"
+
+
+def test_recorded_http_error_body_is_not_a_stream():
+    """llama-server answers a too-long streamed request with a plain JSON 400, not with SSE."""
+    meta = json.loads((STREAMS / "llamacpp_error_ctx.request.json").read_text())
+    assert meta["status"] == 400 and meta["content_type"].startswith("application/json")
+    error = json.loads(read(STREAMS / "llamacpp_error_ctx.json"))["error"]
+    assert error["type"] == "exceed_context_size_error" and error["n_prompt_tokens"] > error["n_ctx"]
+    with pytest.raises(sse.SSEError, match="ended in the middle of a line"):
+        list(sse.iter_events([read(STREAMS / "llamacpp_error_ctx.json")]))
+
+
+# --- async -------------------------------------------------------------------------------------------------
+
+async def _feed(parts):
+    for part in parts:
+        await asyncio.sleep(0)
+        yield part
+
+
+@pytest.mark.parametrize("path", SSE_FILES, ids=lambda p: p.name)
+def test_async_matches_sync(path):
+    body = read(path)
+    parts = split_at(body, range(0, len(body), 7))
+    total = asyncio.run(sse.aassemble(sse.aiter_chunks(sse.aiter_events(_feed(parts)))))
+    assert total == reassemble([body])
+
+
+def test_async_truncation_raises():
+    body = read(STREAMS / "llamacpp_chat_en.sse")
+
+    async def run():
+        return await sse.aassemble(sse.aiter_chunks(sse.aiter_events(_feed([body[:len(body) // 2]]))))
+    with pytest.raises(sse.SSEError):
+        asyncio.run(run())
+
+
+# --- Ollama native NDJSON ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NDJSON_FILES, ids=lambda p: p.name)
+def test_ndjson_every_split_and_truncation(path):
+    body = read(path)
+    whole = list(sse.iter_ndjson([body]))
+    assert whole[-1]["done"] is True and all(not o["done"] for o in whole[:-1])
+    for i in range(len(body) + 1):
+        assert list(sse.iter_ndjson([body[:i], body[i:]])) == whole
+    last_line_end = body.rstrip(b"\n").rfind(b"\n") + 1
+    for i in range(0, last_line_end + 1, 3):
+        with pytest.raises(sse.SSEError):
+            list(sse.iter_ndjson([body[:i]]))
+
+
+def test_ndjson_error_object():
+    with pytest.raises(sse.StreamError, match="model not found"):
+        list(sse.iter_ndjson([b'{"error":"model not found"}\n']))
