@@ -323,9 +323,8 @@ class Chat(_Base):
     def __init__(self, servers, *, system: str = "You are a helpful assistant.", params: Params | None = None) -> None:
         super().__init__(servers, params)
         self.system = W.Textarea(value=system, description="system", layout=W.Layout(width="100%"))
-        self.prompt = W.Text(placeholder="Type a message and press Enter or Send", layout=W.Layout(width="70%"))
+        self.prompt = W.Text(placeholder="Type a message, then press Send", layout=W.Layout(width="70%"))
         self.prompt.add_class("labkit-prompt")
-        self.prompt.on_submit(lambda _: self._start(self._prompt_value()))
         self.clear_button = W.Button(description="Clear", icon="trash").add_class("labkit-clear")
         self.clear_button.on_click(lambda _: self.clear())
         self.pane = Pane(server_label(self.current_server))

@@ -1,0 +1,138 @@
+"""labkit.widgets: pure parts on a recorded real stream, then real sends against the session's llama-server."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import labkit
+from labkit import widgets
+from labkit.net import free_port
+
+RECORDED = Path(__file__).resolve().parent.parent / "data" / "widgets" / "llamacpp_chat_stream.sse"
+
+
+def recorded_chunks() -> list[dict]:
+    lines = RECORDED.read_text(encoding="utf-8").splitlines()
+    data = [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
+def test_recorded_stream_folds_into_reply():
+    reply = widgets.Reply(server="recorded", started=0.0)
+    carried = [widgets.apply_chunk(reply, chunk, now=float(i)) for i, chunk in enumerate(recorded_chunks())]
+    assert carried[0] is False  # the role-only first chunk carries no text
+    assert reply.text == "Hello, I's"
+    assert reply.finish_reason == "length"
+    assert reply.usage["completion_tokens"] == 4 == reply.chunks == reply.completion_tokens
+    assert reply.timings["predicted_n"] == 4
+    assert reply.first_token_at == 1.0 and reply.last_token_at == 4.0
+    assert reply.tokens_per_s == pytest.approx(1.0)  # 3 tokens after the first over 3 "seconds"
+    assert "4 completion tokens" in reply.stats() and "1.0 tok/s" in reply.stats()
+
+
+def test_error_event_becomes_reply_error():
+    reply = widgets.Reply(server="x")
+    widgets.apply_chunk(reply, {"error": {"code": 400, "message": "the request exceeds the context size"}}, 0.0)
+    assert reply.error == "the request exceeds the context size"
+    assert reply.stats().startswith("error")
+
+
+def test_params_body_and_stop_parsing():
+    body = widgets.Params(temperature=0, max_tokens=5, seed=None, stop=widgets.parse_stop(" ., \\n ,")).body()
+    assert body == {"temperature": 0, "top_p": 0.95, "top_k": 40, "max_tokens": 5, "stop": [".", "\n"]}
+    assert "stop" not in widgets.Params().body() and widgets.Params().body()["seed"] == 42
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("plain answer", ("", "plain answer")),
+    ("<think>2+2 is 4</think>\nIt is 4.", ("2+2 is 4", "It is 4.")),
+    ("<think>still thinking", ("still thinking", "")),  # mid-stream: nothing to show as answer yet
+])
+def test_split_think(text, expected):
+    assert widgets.split_think(text) == expected
+
+
+def test_tokens_per_second_ignores_first_token_time():
+    assert widgets.tokens_per_second(11, 2.0, 4.0) == pytest.approx(5.0)
+    assert widgets.tokens_per_second(1, 2.0, 4.0) is None
+    assert widgets.tokens_per_second(5, None, None) is None
+
+
+# ------------------------------------------------------------------ against the real server
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return labkit.up("llamacpp", export=False, quiet=True)
+
+
+def dead_server() -> labkit.Server:
+    """A real address where nothing listens: what a learner gets after the server was stopped."""
+    return labkit.Server("llamacpp", "127.0.0.1", free_port(), "smollm2-135m")
+
+
+def test_chat_send_streams_into_widget_state(llama):
+    chat = widgets.Chat(llama, params=widgets.Params(temperature=0, max_tokens=4, seed=42))
+    updates: list[str] = []
+    chat.pane.output.observe(lambda change: updates.append(change["new"]), names="value")
+    reply = chat.send("你好")
+
+    assert reply.error is None, reply.error
+    assert reply.text.strip() and reply.finish_reason in ("length", "stop")
+    assert 1 <= reply.usage["completion_tokens"] <= 4 and reply.usage["prompt_tokens"] > 0
+    assert reply.tokens_per_s is None or reply.tokens_per_s > 0
+    state = chat.state()
+    assert "你好" in state["output_html"]
+    assert widgets.html.escape(reply.text) in state["output_html"]
+    assert f"{reply.usage['completion_tokens']} completion tokens" in state["stats"]
+    assert "tok/s" in state["stats"] and f"finish: {reply.finish_reason}" in state["stats"]
+    assert state["error"] == "" and not state["reasoning_shown"]
+    assert state["send_disabled"] is False and state["stop_disabled"] is True
+    # it streamed: the output was redrawn once per text chunk, growing each time
+    assert len(updates) >= reply.chunks >= 1
+    assert chat.history == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": reply.text}]
+
+    second = chat.send("Say it again.")
+    assert second.error is None and len(chat.history) == 4
+    assert second.usage["prompt_tokens"] > reply.usage["prompt_tokens"]  # the history went along
+
+
+def test_stop_button_ends_a_click_started_stream(llama):
+    chat = widgets.Chat(llama, params=widgets.Params(temperature=0, max_tokens=200, seed=42))
+    chat.prompt.value = "Count from 1 to 100."
+    chat.send_button.click()  # what the browser does: the handler streams in a thread
+    deadline = time.monotonic() + 60
+    while "tok/s" not in chat.pane.stats.value and time.monotonic() < deadline:  # first chunk drawn
+        time.sleep(0.05)
+    assert chat.busy and chat.stop_button.disabled is False
+    chat.stop_button.click()
+    chat.wait(60)
+    assert chat.last.stopped and chat.last.completion_tokens < 200
+    assert "stopped" in chat.state()["stats"] and chat.state()["send_disabled"] is False
+
+
+def test_down_server_shows_clear_message():
+    chat = widgets.Chat(dead_server())
+    reply = chat.send("你好")
+    assert reply.error and "is not answering" in reply.error and "labkit.up('llamacpp')" in reply.error
+    assert "is not answering" in chat.state()["error"] and chat.history == []
+
+
+def test_playground_side_by_side_with_one_server_down(llama):
+    pg = widgets.Playground({"llama.cpp": llama, "down": dead_server()})
+    pg.temperature.value, pg.max_tokens.value, pg.seed.value = 0.0, 3, 7
+    pg.stop_text.value = "\\n"
+    assert pg.targets() == ["llama.cpp", "down"] and pg.current_params().stop == ["\n"]
+    replies = pg.send("你好")
+    assert replies["llama.cpp"].error is None and replies["llama.cpp"].usage["completion_tokens"] <= 3
+    assert "is not answering" in replies["down"].error
+    state = pg.state()
+    assert "tok/s" in state["llama.cpp"]["stats"] and state["llama.cpp"]["error"] == ""
+    assert "is not answering" in state["down"]["error"]
+
+    pg.side_by_side.value = False  # one server again: only its pane stays
+    assert pg.targets() == ["llama.cpp"] and len(pg.panes_box.children) == 1
