@@ -51,7 +51,12 @@ class Params:
 
 
 def parse_stop(text: str) -> list[str]:
-    """Stop sequences typed as `a, b` (use \\n for a newline): empty entries dropped, escapes understood."""
+    """Stop sequences from the stop box: a JSON list (`[" ", "\\n"]`, exact) or `a, b` (trimmed, \\n = newline)."""
+    if text.strip().startswith("["):
+        items = json.loads(text)
+        if not (isinstance(items, list) and all(isinstance(i, str) and i for i in items)):
+            raise ValueError(f"stop must be a JSON list of non-empty strings, not {text!r}")
+        return items
     return [s.strip().replace("\\n", "\n") for s in text.split(",") if s.strip()]
 
 
@@ -401,7 +406,8 @@ class Playground(_Base):
         self.max_tokens = W.IntSlider(value=p.max_tokens, min=1, max=512, description="max_tokens", style=style)
         self.seed = W.IntText(value=p.seed if p.seed is not None else -1, description="seed (-1: random)",
                               style=style)
-        self.stop_text = W.Text(value=", ".join(p.stop), description="stop", placeholder="e.g. \\n, .", style=style)
+        self.stop_text = W.Text(value=", ".join(p.stop), description="stop", style=style,
+                                placeholder='e.g. \\n, .  or  [" "]')
         self.side_by_side = W.Checkbox(value=len(self.servers) > 1, description="side by side (all servers)")
         self.prompt = W.Textarea(value="你好", placeholder="prompt", layout=W.Layout(width="100%"))
         self.prompt.add_class("labkit-prompt")
@@ -436,8 +442,15 @@ class Playground(_Base):
     def send(self, prompt: str | None = None) -> dict[str, Reply]:
         """Send the prompt to the chosen server(s) at once, each streaming into its own pane."""
         prompt = self.prompt.value if prompt is None else prompt
+        names = self.targets()
+        try:
+            params = self.current_params()
+        except ValueError as exc:  # a typo in the stop box: say so in every pane instead of failing silently
+            self.last = {n: Reply(server=n, error=f"stop box: {exc}") for n in names}
+            for n in names:
+                self.panes[n].show(self.last[n])
+            return self.last
         self._busy(True)
-        params, names = self.current_params(), self.targets()
         replies: dict[str, Reply] = {}
 
         def one(name: str) -> None:

@@ -44,6 +44,9 @@ def test_error_event_becomes_reply_error():
 def test_params_body_and_stop_parsing():
     body = widgets.Params(temperature=0, max_tokens=5, seed=None, stop=widgets.parse_stop(" ., \\n ,")).body()
     assert body == {"temperature": 0, "top_p": 0.95, "top_k": 40, "max_tokens": 5, "stop": [".", "\n"]}
+    assert widgets.parse_stop('[" ", "\\n"]') == [" ", "\n"]  # JSON keeps whitespace exact
+    with pytest.raises(ValueError):
+        widgets.parse_stop('[""]')
     assert "stop" not in widgets.Params().body() and widgets.Params().body()["seed"] == 42
 
 
@@ -136,3 +139,11 @@ def test_playground_side_by_side_with_one_server_down(llama):
 
     pg.side_by_side.value = False  # one server again: only its pane stays
     assert pg.targets() == ["llama.cpp"] and len(pg.panes_box.children) == 1
+
+
+def test_playground_stop_box_typo_is_shown_not_raised():
+    pg = widgets.Playground(dead_server())
+    pg.stop_text.value = '["unclosed'
+    replies = pg.send("你好")  # never reaches the network: the stop box is checked first
+    assert "stop box" in replies["llama.cpp"].error and "stop box" in pg.state()["llama.cpp"]["error"]
+    assert pg.send_button.disabled is False
