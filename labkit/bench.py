@@ -1,0 +1,531 @@
+"""Measure a local server the way the field does (vllm bench serve, llama-bench, llama.cpp's server bench).
+
+    from labkit import bench
+    target = bench.Target.from_server(labkit.up("llamacpp"))
+    runs = bench.interleave([target, other], levels=(1, 4), requests=8, max_tokens=64)
+    print(bench.format_summaries(runs))
+
+Per streamed request the client records when each content chunk arrived; everything else is computed from
+those times (pure functions below, unit-tested on recorded runs in data/bench/):
+
+- TTFT   time to the first non-empty content delta;
+- ITL    gaps between content deltas; TPOT = (E2E - TTFT) / (tokens - 1), as vllm defines it;
+- decode tokens/s of one request = (tokens - 1) / (last delta - first delta);
+- output tok/s of a level = all tokens / wall time; request throughput = requests / wall time.
+
+The reference limits come from llama-bench (`tg`/`pp` on the same GGUF and threads: the engine without HTTP)
+and from a memory read-bandwidth measurement: decoding reads every weight once per token, so
+tokens/s x model bytes can never exceed the bytes/s the memory delivers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .errors import LabkitError
+
+PROMPT = "Write a long story about a robot who learns to paint. Use many sentences."
+BENCH_PORT = 8160  # the benchmark's own llama-server (fixed --threads, --parallel 4)
+
+
+# ---------------------------------------------------------------- one streamed request, as the client saw it
+
+@dataclass
+class StreamRecord:
+    """Arrival times (seconds, monotonic, relative to the request start) of a streamed request's content deltas."""
+
+    t_deltas: list[float]
+    t_end: float
+    tokens: int | None = None            # usage.completion_tokens when the server sent it
+    server_decode_tps: float | None = None  # llama-server timings.predicted_per_second
+    text: str = ""
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens generated: the server's count when given, else one per content delta."""
+        return self.tokens if self.tokens else len(self.t_deltas)
+
+
+def ttft(rec: StreamRecord) -> float | None:
+    """Time to first token: the first delta that carried text (role-only chunks don't count)."""
+    return rec.t_deltas[0] if rec.t_deltas else None
+
+
+def itls(rec: StreamRecord) -> list[float]:
+    """Inter-token latencies: the gaps between consecutive content deltas."""
+    return [b - a for a, b in zip(rec.t_deltas, rec.t_deltas[1:])]
+
+
+def tpot(rec: StreamRecord) -> float | None:
+    """Time per output token after the first (vllm's TPOT)."""
+    if rec.n_tokens < 2 or not rec.t_deltas:
+        return None
+    return (rec.t_end - rec.t_deltas[0]) / (rec.n_tokens - 1)
+
+
+def decode_tps(rec: StreamRecord) -> float | None:
+    """Decode speed as the client sees it: tokens after the first over the time between first and last delta."""
+    if len(rec.t_deltas) < 2 or rec.t_deltas[-1] <= rec.t_deltas[0]:
+        return None
+    return (rec.n_tokens - 1) / (rec.t_deltas[-1] - rec.t_deltas[0])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation, like numpy's default."""
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+@dataclass
+class Summary:
+    """One (target, concurrency) cell of the benchmark: medians and p95 over its requests."""
+
+    target: str
+    concurrency: int
+    requests: int
+    wall_s: float
+    ttft_med: float
+    ttft_p95: float
+    tpot_med: float
+    tpot_p95: float
+    itl_med: float
+    itl_p95: float
+    e2e_med: float
+    e2e_p95: float
+    decode_tps_med: float          # per request, client-side
+    server_decode_tps_med: float   # per request, the server's own timings (nan when it sends none)
+    output_tps: float              # all tokens / wall time: aggregate throughput
+    request_tps: float
+
+
+def summarize(target: str, concurrency: int, records: Sequence[StreamRecord], wall_s: float) -> Summary:
+    """Fold a level's records into medians / p95 and aggregate throughput."""
+    def clean(xs: Iterable[float | None]) -> list[float]:
+        return [x for x in xs if x is not None]
+    t1 = clean(ttft(r) for r in records)
+    tp = clean(tpot(r) for r in records)
+    gaps = [g for r in records for g in itls(r)]
+    e2e = [r.t_end for r in records]
+    dec = clean(decode_tps(r) for r in records)
+    srv = clean(r.server_decode_tps for r in records)
+    med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+    return Summary(target, concurrency, len(records), wall_s, med(t1), percentile(t1, 95), med(tp),
+                   percentile(tp, 95), med(gaps), percentile(gaps, 95), med(e2e), percentile(e2e, 95), med(dec),
+                   med(srv), sum(r.n_tokens for r in records) / wall_s, len(records) / wall_s)
+
+
+def format_summaries(rows: Sequence[Summary]) -> str:
+    """A fixed-width table (ms for latencies) that reads well in a terminal and a notebook."""
+    head = (f"{'target':<22}{'conc':>5}{'reqs':>5}{'TTFT med':>10}{'p95':>8}{'TPOT med':>10}{'p95':>8}"
+            f"{'ITL p95':>9}{'E2E med':>9}{'decode/s':>10}{'server/s':>10}{'out tok/s':>10}{'req/s':>7}")
+    lines = [head, "-" * len(head)]
+    for s in rows:
+        lines.append(f"{s.target:<22}{s.concurrency:>5}{s.requests:>5}{s.ttft_med * 1e3:>10.0f}"
+                     f"{s.ttft_p95 * 1e3:>8.0f}{s.tpot_med * 1e3:>10.1f}{s.tpot_p95 * 1e3:>8.1f}"
+                     f"{s.itl_p95 * 1e3:>9.1f}{s.e2e_med * 1e3:>9.0f}{s.decode_tps_med:>10.1f}"
+                     f"{s.server_decode_tps_med:>10.1f}{s.output_tps:>10.1f}{s.request_tps:>7.2f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- talking to a server
+
+@dataclass
+class Target:
+    """A server to measure: where it is, the model name, and extra request fields it understands."""
+
+    name: str
+    base_url: str  # the server root (…:8080), not /v1
+    model: str
+    api_key: str = "sk-local-placeholder"
+    extra_body: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_server(cls, server, name: str | None = None) -> "Target":
+        """From a labkit Server; llama-server gets ignore_eos so every request decodes exactly max_tokens."""
+        extra = {"ignore_eos": True} if server.kind == "llamacpp" else {}
+        return cls(name or f"{server.kind}:{server.port}", server.base_url, server.model, server.key, extra)
+
+
+def stream_once(client, target: Target, *, max_tokens: int, prompt: str = PROMPT, seed: int = 42) -> StreamRecord:
+    """One streamed chat request through openai-python, timing every content delta as it arrives."""
+    t0 = time.perf_counter()
+    stream = client.chat.completions.create(
+        model=target.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
+        temperature=0, seed=seed, stream=True, stream_options={"include_usage": True},
+        extra_body=target.extra_body or None)
+    t_deltas: list[float] = []
+    parts: list[str] = []
+    usage_tokens = server_tps = None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            t_deltas.append(time.perf_counter() - t0)
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage_tokens = chunk.usage.completion_tokens
+        timings = (chunk.model_extra or {}).get("timings")
+        if timings:
+            server_tps = timings.get("predicted_per_second")
+    return StreamRecord(t_deltas, time.perf_counter() - t0, usage_tokens, server_tps, "".join(parts))
+
+
+def client_for(target: Target, *, concurrency: int = 4, timeout: float = 120.0):
+    """An openai.OpenAI client with enough pooled connections for `concurrency` parallel streams."""
+    import httpx
+    from openai import OpenAI
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    return OpenAI(base_url=target.base_url + "/v1", api_key=target.api_key, max_retries=0, timeout=timeout,
+                  http_client=httpx.Client(limits=limits, timeout=timeout))
+
+
+def run_level(target: Target, concurrency: int, requests: int, *, max_tokens: int, client=None,
+              prompt: str = PROMPT) -> tuple[list[StreamRecord], float]:
+    """`requests` streamed requests, `concurrency` in flight at once; returns the records and the wall time."""
+    client = client or client_for(target, concurrency=concurrency)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(stream_once, client, target, max_tokens=max_tokens, prompt=prompt, seed=42 + i)
+                   for i in range(requests)]
+        records = [f.result() for f in futures]
+    return records, time.perf_counter() - t0
+
+
+def interleave(targets: Sequence[Target], *, levels: Sequence[int] = (1, 4), requests: int = 8,
+               max_tokens: int = 64, rounds: int = 2, warmup: int = 1,
+               progress: bool = True) -> list[Summary]:
+    """A/B(/C…) measured in one run: each round visits every (level, target) in alternating order, so machine
+    noise (other users, thermal, the page cache) lands on all targets alike instead of on whichever ran last."""
+    from tqdm.auto import tqdm
+    clients = {t.name: client_for(t, concurrency=max(levels)) for t in targets}
+    for t in targets:  # warm-up: load the model, fill caches, open connections; not counted
+        for _ in range(warmup):
+            stream_once(clients[t.name], t, max_tokens=8)
+    per_round = max(1, requests // rounds)
+    cells: dict[tuple[str, int], tuple[list[StreamRecord], float]] = {}
+    steps = [(r, level, t) for r in range(rounds) for level in levels
+             for t in (targets if r % 2 == 0 else list(reversed(targets)))]
+    for _, level, t in tqdm(steps, desc="bench", disable=not progress, leave=False):
+        n = max(per_round, level)
+        recs, wall = run_level(t, level, n, max_tokens=max_tokens, client=clients[t.name])
+        old_recs, old_wall = cells.get((t.name, level), ([], 0.0))
+        cells[(t.name, level)] = (old_recs + recs, old_wall + wall)
+    return [summarize(t.name, level, *cells[(t.name, level)]) for t in targets for level in levels]
+
+
+# ---------------------------------------------------------------- the limits: engine and memory
+
+def llama_bench_binary() -> Path:
+    from .servers.install import find_llama_tool
+    found = find_llama_tool("llama-bench")
+    if not found:
+        raise LabkitError("llama-bench was not found next to llama-server.",
+                          fix="Run `labkit setup` (it builds llama.cpp with its tools).")
+    return found
+
+
+def parse_llama_bench(text: str) -> dict[str, dict]:
+    """{'pp512': row, 'tg128': row} from `llama-bench -o json` output; each row keeps avg_ts, threads, size."""
+    rows = json.loads(text)
+    out = {}
+    for row in rows:
+        name = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else f"tg{row['n_gen']}"
+        out[name] = {"test": name, "tokens_per_s": row["avg_ts"], "stddev": row["stddev_ts"],
+                     "threads": row["n_threads"], "model_bytes": row["model_size"], "model_type": row["model_type"],
+                     "samples": row["samples_ts"]}
+    return out
+
+
+def run_llama_bench(gguf: str | os.PathLike, *, threads: int, n_prompt: int = 64, n_gen: int = 64,
+                    repetitions: int = 3, timeout: float = 600) -> dict[str, dict]:
+    """llama-bench on the same GGUF and thread count as the server: the engine's speed without HTTP."""
+    argv = [str(llama_bench_binary()), "-m", str(gguf), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
+            "-r", str(repetitions), "-o", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise LabkitError(f"llama-bench failed (exit {proc.returncode}).", tried=" ".join(argv),
+                          log_tail=proc.stderr[-2000:])
+    return parse_llama_bench(proc.stdout)
+
+
+def read_bandwidth(*, mib: int = 256, threads: int = 2, repeats: int = 5) -> float:
+    """Bytes/s this machine reads from memory with `threads` threads (numpy sums a buffer far larger than cache;
+    numpy releases the GIL, so the threads really run in parallel). Best of `repeats`."""
+    import numpy as np
+    buf = np.ones(mib * (1 << 20) // 8, dtype=np.float64)
+    parts = np.array_split(buf, threads)
+    best = 0.0
+    for _ in range(repeats + 1):  # the first pass faults the pages in; it still counts only if it's the best
+        barrier = threading.Barrier(threads + 1)
+
+        def work(part):
+            barrier.wait()
+            part.sum()
+
+        pool = [threading.Thread(target=work, args=(p,)) for p in parts]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        best = max(best, buf.nbytes / (time.perf_counter() - t0))
+    return best
+
+
+# ---------------------------------------------------------------- CPU cost of reading a stream
+
+def record_stream_bytes(target: Target, *, max_tokens: int = 64) -> list[bytes]:
+    """A real stream's body as the network delivered it (chunk boundaries kept), for the parser benchmark."""
+    import httpx
+    payload = {"model": target.model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
+               "temperature": 0, "seed": 42, "stream": True, "stream_options": {"include_usage": True},
+               **target.extra_body}
+    with httpx.stream("POST", target.base_url + "/v1/chat/completions", json=payload, timeout=120,
+                      headers={"Authorization": f"Bearer {target.api_key}"}) as r:
+        r.raise_for_status()
+        return list(r.iter_raw())
+
+
+def data_payloads(chunks: Sequence[bytes]) -> list[str]:
+    """The JSON texts of an SSE body the quickest way possible (split lines, keep `data: {...}`): the baseline."""
+    body = b"".join(chunks).decode()
+    return [line[6:] for line in body.splitlines() if line.startswith("data: {")]
+
+
+def sse_cpu_ratio(chunks: Sequence[bytes], *, repeats: int = 200) -> dict[str, float]:
+    """CPU seconds per chunk: labkit.sse (UTF-8, framing, strict checks, json) vs bare json.loads of the same
+    payloads. Measured with process_time so other users of the machine don't count."""
+    from .sse import iter_chunks, iter_events
+    payloads = data_payloads(chunks)
+    n = len(payloads)
+    if not n:
+        raise LabkitError("The recorded stream holds no `data: {...}` events.", fix="Record a real stream.")
+    assert len(list(iter_chunks(iter_events(chunks)))) == n, "labkit.sse and the baseline disagree on the chunks"
+
+    def cpu(fn: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(repeats):
+                fn()
+            best = min(best, time.process_time() - t0)
+        return best / repeats / n
+
+    sse = cpu(lambda: list(iter_chunks(iter_events(chunks))))
+    raw = cpu(lambda: [json.loads(p) for p in payloads])
+    return {"chunks": n, "sse_us_per_chunk": sse * 1e6, "json_us_per_chunk": raw * 1e6, "ratio": sse / raw}
+
+
+# ---------------------------------------------------------------- the six ratios
+
+@dataclass
+class Ratio:
+    """A measured ratio, its target, and what it means; `ok` compares in the right direction."""
+
+    name: str
+    value: float | None
+    target: float
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ok(self) -> bool | None:
+        if self.value is None or self.value != self.value:  # missing or nan
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+
+def compute_ratios(m: dict) -> list[Ratio]:
+    """The six ratios from a dict of measurements (keys below; missing ones give value None with the reason)."""
+    def div(a: str, b: str) -> float | None:
+        x, y = m.get(a), m.get(b)
+        return x / y if x and y else None
+    ollama_note = f"Ollama engine: {m.get('ollama_engine', 'unknown')}" if m.get("ollama_decode_tps") else \
+        m.get("ollama_missing", "Ollama not measured")
+    bw = m.get("read_bandwidth")
+    limit = m.get("llama_bench_tg") and m.get("model_bytes") and bw and m["llama_bench_tg"] * m["model_bytes"] / bw
+    return [
+        Ratio("client decode ÷ server timings.predicted_per_second", div("client_decode_tps", "server_decode_tps"),
+              0.97, note="same requests; the gap is HTTP + SSE + Python on the shared cores"),
+        Ratio("API decode (openai-python stream) ÷ llama-bench tg", div("client_decode_tps", "llama_bench_tg"), 0.95,
+              note=f"llama-bench tg{m.get('n_gen', '')} at {m.get('threads')} threads, same GGUF"),
+        Ratio("labkit.sse CPU per chunk ÷ json.loads per chunk", m.get("sse_ratio"), 2.0, higher_is_better=False,
+              note=f"{m.get('sse_us', float('nan')):.1f} µs vs {m.get('json_us', float('nan')):.1f} µs per chunk"),
+        Ratio("aggregate tok/s at 4 streams ÷ 1 stream (--parallel 4)", div("output_tps_4", "output_tps_1"), 1.5,
+              note="continuous batching: 4 sequences share each pass over the weights"),
+        Ratio("Ollama decode ÷ llama-server decode (same GGUF, threads)", div("ollama_decode_tps",
+              "client_decode_tps"), 0.90, note=ollama_note),
+        Ratio("llama-bench tg × model bytes ÷ read bandwidth", limit or None, 0.45,
+              note=f"{(bw or 0) / 1e9:.1f} GB/s measured, {(m.get('model_bytes') or 0) / 1e6:.0f} MB read per token"),
+    ]
+
+
+def format_ratios(ratios: Sequence[Ratio]) -> str:
+    """✔/✘ per ratio with its target — what `labkit bench` prints last."""
+    lines = []
+    for r in ratios:
+        mark = {True: "✔", False: "✘", None: "·"}[r.ok]
+        cmp = "≥" if r.higher_is_better else "≤"
+        value = "  n/a" if r.ok is None else f"{r.value:5.2f}"
+        lines.append(f"{mark} {r.name:<58} {value}  (target {cmp} {r.target:.2f})  {r.note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the whole benchmark
+
+def default_threads() -> int:
+    """One core fewer than the machine has: the client needs a core too. Measured here on 2 shared cores:
+    llama-server --threads 2 decoded 1-5 tok/s (its threads spin at a barrier while one is descheduled),
+    --threads 1 decoded 17-32 tok/s in the same interleaved run."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass
+class Settings:
+    """How much to measure: `quick()` fits a lesson's time budget, the defaults are for the CLI."""
+
+    threads: int = field(default_factory=lambda: default_threads())
+    max_tokens: int = 64
+    requests: int = 8
+    rounds: int = 2
+    levels: tuple[int, ...] = (1, 2, 4)
+    bench_reps: int = 3
+    bandwidth_mib: int = 256
+    ollama: bool = True
+    port: int = BENCH_PORT
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(max_tokens=16, requests=4, rounds=2, levels=(1, 4), bench_reps=1, bandwidth_mib=128)
+
+
+@dataclass
+class Report:
+    """Everything one run measured: per-level summaries, the limits, and the ratios."""
+
+    summaries: list[Summary]
+    measurements: dict
+    ratios: list[Ratio]
+
+    def __str__(self) -> str:
+        m = self.measurements
+        limits = (f"engine limit  llama-bench tg{m.get('n_gen')}: {m.get('llama_bench_tg', 0):.1f} tok/s, "
+                  f"pp{m.get('n_prompt')}: {m.get('llama_bench_pp', 0):.1f} tok/s ({m.get('threads')} threads)\n"
+                  f"memory limit  {m.get('read_bandwidth', 0) / 1e9:.1f} GB/s ÷ {m.get('model_bytes', 0) / 1e6:.0f} MB"
+                  f" = {m.get('bandwidth_tps', 0):.0f} tok/s at most")
+        return "\n\n".join([format_summaries(self.summaries), limits, format_ratios(self.ratios)])
+
+    def to_json(self) -> dict:
+        return {"summaries": [asdict(s) for s in self.summaries], "measurements": self.measurements,
+                "ratios": [{**asdict(r), "ok": r.ok} for r in self.ratios]}
+
+
+def ollama_engine(server) -> str:
+    """Which engine Ollama ran the model on, read from its log: its own Go engine or the llama.cpp runner."""
+    text = server.log_tail(4000) if server.proc else ""
+    if not text and server.log_path is None:
+        from .home import subdir
+        log = subdir("logs") / f"ollama-{server.port}.log"
+        text = log.read_text(errors="replace")[-200_000:] if log.exists() else ""
+    if "--ollama-engine" in text or "ollamarunner" in text or "new engine" in text.lower():
+        return "ollama (Go engine on ggml)"
+    if "llama runner" in text or "llamarunner" in text:
+        return "llama.cpp runner"
+    return "unknown (log not readable)"
+
+
+def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
+    """Start the benchmark's llama-server (fixed threads, --parallel 4), find Ollama, measure everything."""
+    import labkit
+    from .models import model_path
+    s = settings or Settings()
+    gguf = model_path()
+    llama = labkit.up("llamacpp", port=s.port, alias="smollm2-bench", threads=s.threads, parallel=4,
+                      export=False, quiet=True)
+    targets = [Target.from_server(llama, "llama-server")]
+    m: dict = {"threads": s.threads, "max_tokens": s.max_tokens}
+    if s.ollama:
+        try:
+            ollama = labkit.up("ollama", export=False, quiet=True)
+            targets.append(Target.from_server(ollama, "ollama"))
+            m["ollama_engine"] = ollama_engine(ollama)
+        except LabkitError as exc:
+            m["ollama_missing"] = f"Ollama not measured: {str(exc).splitlines()[0]}"
+    summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=s.max_tokens,
+                           rounds=s.rounds, progress=progress)
+    by = {(x.target, x.concurrency): x for x in summaries}
+    one = by[("llama-server", 1)]
+    m.update(client_decode_tps=one.decode_tps_med, server_decode_tps=one.server_decode_tps_med,
+             output_tps_1=one.output_tps, output_tps_4=by.get(("llama-server", 4), one).output_tps)
+    if ("ollama", 1) in by:
+        m["ollama_decode_tps"] = by[("ollama", 1)].decode_tps_med
+    bench = run_llama_bench(gguf, threads=s.threads, n_prompt=s.max_tokens, n_gen=s.max_tokens,
+                            repetitions=s.bench_reps)
+    tg, pp = bench[f"tg{s.max_tokens}"], bench[f"pp{s.max_tokens}"]
+    m.update(llama_bench_tg=tg["tokens_per_s"], llama_bench_pp=pp["tokens_per_s"], model_bytes=tg["model_bytes"],
+             n_gen=s.max_tokens, n_prompt=s.max_tokens)
+    m["read_bandwidth"] = read_bandwidth(mib=s.bandwidth_mib, threads=s.threads)
+    m["bandwidth_tps"] = m["read_bandwidth"] / m["model_bytes"]
+    sse = sse_cpu_ratio(record_stream_bytes(targets[0], max_tokens=s.max_tokens))
+    m.update(sse_ratio=sse["ratio"], sse_us=sse["sse_us_per_chunk"], json_us=sse["json_us_per_chunk"])
+    return Report(summaries, m, compute_ratios(m))
+
+
+# ---------------------------------------------------------------- command line
+
+def add_cli(subparsers) -> None:
+    """Register `labkit bench` on the main CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="measure latency/throughput vs the engine and memory limits")
+    _arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def _arguments(p) -> None:
+    p.add_argument("--quick", action="store_true", help="short settings (what the lesson uses)")
+    p.add_argument("--threads", type=int, default=default_threads(), help="server and llama-bench threads")
+    p.add_argument("--max-tokens", type=int, help="output tokens per request (fixed with ignore_eos)")
+    p.add_argument("--requests", type=int, help="requests per (target, level)")
+    p.add_argument("--no-ollama", action="store_true", help="llama-server only")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+
+
+def cmd_bench(args) -> int:
+    s = Settings.quick() if args.quick else Settings()
+    s.threads = args.threads
+    s.max_tokens = args.max_tokens or s.max_tokens
+    s.requests = args.requests or s.requests
+    s.ollama = not args.no_ollama
+    report = run(s)
+    print(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="labkit bench", description=__doc__.splitlines()[0])
+    _arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return cmd_bench(args)
+    except LabkitError as exc:
+        print(f"✘ {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
