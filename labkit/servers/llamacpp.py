@@ -44,6 +44,22 @@ def identify(host: str, port: int, api_key: str | None = None) -> dict | None:
         return None
 
 
+def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                      alias: str = "smollm2-135m", ctx_size: int = 4096, parallel: int = 4,
+                      threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
+                      extra_args: Sequence[str] = ()) -> list[str]:
+    """The exact command line the lab runs: what you would type to start the same server yourself."""
+    argv = [str(binary), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", alias,
+            "--ctx-size", str(ctx_size), "--parallel", str(parallel), "--jinja"]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if api_key:
+        argv += ["--api-key", api_key]
+    return argv + list(extra_args)
+
+
 def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alias: str | None = None,
                        model: str | os.PathLike | None = None, ctx_size: int = 4096, parallel: int = 4,
                        threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
@@ -63,16 +79,9 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
                             fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
                                 f"or use another port: LABKIT_LLAMACPP_PORT=<port>.")
     gguf = check_gguf(Path(model)) if model else model_path()
-    binary_path = llama_server_binary(binary)
-    argv = [str(binary_path), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", alias,
-            "--ctx-size", str(ctx_size), "--parallel", str(parallel), "--jinja"]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if seed is not None:
-        argv += ["--seed", str(seed)]
-    if api_key:
-        argv += ["--api-key", api_key]
-    argv += list(extra_args)
+    argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, alias=alias,
+                             ctx_size=ctx_size, parallel=parallel, threads=threads, api_key=api_key, seed=seed,
+                             extra_args=extra_args)
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, alias, api_key=api_key,
                     proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
