@@ -113,11 +113,12 @@ def test_killed_server_is_restarted_on_next_up():
     port = free_port()
     first = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
                       export=False, quiet=True)
-    os.killpg(first.proc.pid, signal.SIGKILL)
-    assert _gone(first.proc.pid)
+    first_pid = first.proc.pid
+    os.killpg(first_pid, signal.SIGKILL)
+    assert _gone(first_pid)
     second = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
                        export=False, quiet=True)
-    assert second.alive() and second.proc.pid != first.proc.pid
+    assert second.alive() and second.proc.pid != first_pid
     second.stop()
 
 
