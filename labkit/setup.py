@@ -125,6 +125,8 @@ STEPS: list[Step] = [
     Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),
     Step("chromium", lambda: (str(chromium_bin()) if chromium_bin() else None), _chromium_install,
          "sudo apt-get install chromium", groups=("test",)),
+    Step("nginx", lambda: __import__("labkit.proxy", fromlist=["x"]).nginx_found(),
+         lambda: __import__("labkit.proxy", fromlist=["x"]).install_nginx(), "sudo apt-get install -y nginx"),
 ]
 
 
