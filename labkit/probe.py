@@ -112,7 +112,7 @@ def judge_stop(r: Reply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     text, fr = _content(r), _choice(r).get("finish_reason")
-    return ("," not in text and fr == "stop"), f"finish_reason={fr}, text={text[:30]!r}"
+    return ("\n" not in text and fr == "stop"), f"finish_reason={fr}, text={text[:30]!r}"
 
 
 def judge_same(a: Reply, b: Reply) -> tuple[bool, str]:
@@ -226,7 +226,7 @@ def judge_error_shape(r: Reply) -> tuple[bool, str]:
 def judge_auth(r: Reply) -> tuple[bool | None, str]:
     """A wrong key: 401 with an error object (server has --api-key) or accepted (an open local server)."""
     if r.status == 200:
-        return None, "open: any key accepted (start with --api-key to require one)"
+        return None, "open: any key accepted (no key configured on the server)"
     err = r.body.get("error") if isinstance(r.body, dict) else None
     return r.status == 401 and isinstance(err, dict), f"HTTP {r.status} for a wrong key"
 
@@ -252,7 +252,7 @@ def requests_for(model: str) -> dict[str, list[Request]]:
         "non-stream chat": [post(chat, _chat(model, "你好"))],
         "stream": [post(chat, _chat(model, "你好", stream=True))],
         "stream include_usage": [post(chat, _chat(model, stream=True, stream_options={"include_usage": True}))],
-        "stop": [post(chat, _chat(model, "Count from 1 to 20, separated by commas.", 40, stop=[","]))],
+        "stop": [post(chat, _chat(model, "Count from 1 to 20, one number per line.", 40, stop=["\n"]))],
         "seed determinism": [post(chat, seeded), post(chat, seeded)],
         "n > 1": [post(chat, _chat(model, n=2, temperature=0.8))],
         "logprobs": [post(chat, _chat(model, max_tokens=4, logprobs=True, top_logprobs=2))],

@@ -1,0 +1,75 @@
+"""labkit.probe: the judges on replies recorded from both real servers, and a short live run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import labkit
+from labkit import probe
+from labkit.home import data_dir
+
+
+def load(name: str) -> tuple[str, dict[str, list[probe.Reply]]]:
+    raw = json.loads((data_dir() / "bench" / name).read_text())
+    return raw["model"], {k: [probe.Reply(**r) for r in v] for k, v in raw["replies"].items()}
+
+
+@pytest.fixture(scope="module")
+def llama():
+    model, replies = load("probe_llamacpp.json")
+    return {name: probe.judge(name, rs, model) for name, rs in replies.items()}
+
+
+@pytest.fixture(scope="module")
+def ollama():
+    model, replies = load("probe_ollama.json")
+    return {name: probe.judge(name, rs, model) for name, rs in replies.items()}
+
+
+def test_every_check_was_recorded(llama, ollama):
+    assert set(llama) == set(probe.JUDGES)
+    assert set(ollama) <= set(probe.JUDGES) and len(ollama) >= 14  # three timed out (no reply to record)
+
+
+def test_llama_server_passes_the_core_api(llama):
+    for name in ("models list", "non-stream chat", "stream", "stream include_usage", "seed determinism", "n > 1",
+                 "logprobs", "max_completion_tokens", "json_object", "json_schema", "/v1/responses", "error shape"):
+        assert llama[name].ok is True, (name, llama[name].detail)
+    assert "timings" in llama["stream include_usage"].detail  # llama.cpp adds its timings to the usage chunk
+
+
+def test_findings_recorded_from_llama_server(llama):
+    assert llama["/v1/embeddings"].ok is False and "501" in llama["/v1/embeddings"].detail  # needs --embeddings
+    assert llama["tool_choice (forced)"].ok is False  # SmolLM2's template has no tools: plain text comes back
+    assert llama["auth (wrong key)"].ok is None and "open" in llama["auth (wrong key)"].detail
+
+
+def test_ollama_recorded_replies(ollama):
+    assert ollama["models list"].ok and "smollm2-135m:latest" in ollama["models list"].detail
+    assert ollama["/v1/embeddings"].ok and "dimension 576" in ollama["/v1/embeddings"].detail
+    assert ollama["tools"].ok is False and "does not support tools" in ollama["tools"].detail
+    assert ollama["error shape"].ok is True
+
+
+def test_error_and_auth_judges_on_edge_cases():
+    assert probe.judge_error_shape(probe.Reply(500, None, "boom")) == (False, "HTTP 500, error=NoneType: boom")
+    assert probe.judge_auth(probe.Reply(401, {"error": {"message": "Invalid API Key"}}))[0] is True
+    assert probe.judge_chat(probe.Reply(503, {"error": {"message": "Loading model"}})) == (
+        False, "HTTP 503: Loading model")
+
+
+def test_table_puts_servers_side_by_side(llama, ollama):
+    names = list(ollama)
+    table = probe.format_table({"llama-server": [llama[n] for n in names], "ollama": [ollama[n] for n in names]},
+                               details=False)
+    header, *rows = table.splitlines()
+    assert "llama-server" in header and "ollama" in header and len(rows) == len(names) + 1
+    assert rows[-1].startswith("passed: llama-server ")
+
+
+def test_live_probe_against_the_session_llama_server():
+    server = labkit.up("llamacpp", export=False, quiet=True)
+    checks = probe.probe(server.base_url, server.model, api_key=server.key, timeout=60,
+                         only=["models list", "non-stream chat", "error shape"])
+    assert [c.ok for c in checks] == [True, True, True], checks
