@@ -251,7 +251,8 @@ class Pane:
         self.stats = W.Label("").add_class("labkit-stats")
         self.error = W.HTML("").add_class("labkit-error")
         self.box = W.VBox([self.title, self.reasoning_box, self.output, self.stats, self.error],
-                          layout=W.Layout(flex="1 1 0", border="1px solid #ddd", padding="4px", min_width="0"))
+                          layout=W.Layout(border="1px solid #ddd", padding="4px", min_width="0"))
+        self.box.add_class("labkit-pane")
 
     def show(self, reply: Reply, prefix_html: str = "") -> None:
         """Render the reply as it is now (called on every chunk while streaming)."""
@@ -412,6 +413,8 @@ class Playground(_Base):
         self.prompt = W.Textarea(value="你好", placeholder="prompt", layout=W.Layout(width="100%"))
         self.prompt.add_class("labkit-prompt")
         self.panes = {name: Pane(f"{name} · {s.model}") for name, s in self.servers.items()}
+        for pane in self.panes.values():
+            pane.box.layout.flex = "1 1 0"  # equal columns side by side (in a column this would collapse it)
         self.panes_box = W.HBox([])
         self.side_by_side.observe(lambda _: self._layout(), names="value")
         self.server_choice.observe(lambda _: self._layout(), names="value")

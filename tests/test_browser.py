@@ -1,0 +1,182 @@
+"""The widgets lesson in a real browser: JupyterLab on loopback, headless Debian Chromium through Playwright.
+
+nbmake only runs kernels; this checks what a learner sees: the lesson runs top to bottom in JupyterLab, the chat
+widget renders, and typing a prompt + clicking Send streams text into it and updates the tok/s label.
+Bounded in time (pytest-timeout + a deadline on every wait) and leaves nothing running (asserted)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from labkit.net import port_open
+from labkit.procs import ManagedProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON = ROOT / "notebooks" / "12_playground.ipynb"
+RESULTS = ROOT / "test-results"
+CHROMIUM = Path(os.environ.get("LABKIT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+LAB_PORTS = range(8880, 8890)
+
+# JS run in the page: the notebook panel JupyterLab has open (exposed by --LabApp.expose_app_in_browser)
+NOTEBOOK_JS = "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+PROGRESS_JS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.model.cells;
+  const out = {kernel: panel.sessionContext.session?.kernel?.status, run: 0, code: 0, errors: []};
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== 'code') continue;
+    out.code += 1;
+    if (cell.executionCount) out.run += 1;
+    for (const o of cell.outputs.toJSON())
+      if (o.output_type === 'error') out.errors.push(`cell ${i}: ${o.ename}: ${o.evalue}`);
+  }
+  return out;
+}"""
+
+
+def pick_port() -> int:
+    for port in LAB_PORTS:
+        if not port_open("127.0.0.1", port):
+            return port
+    raise RuntimeError(f"all JupyterLab test ports {LAB_PORTS.start}-{LAB_PORTS.stop - 1} are taken")
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab serving a copy of the lesson (its autosave must not touch the repo), stopped with its kernels."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the browser test needs Debian's chromium. "
+                    "Fix: `labkit setup --only chromium` (or set LABKIT_CHROMIUM=/path/to/chromium).")
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    shutil.copy(LESSON, lab_dir / LESSON.name)
+    jupyter_home = tmp_path / "jupyter"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(jupyter_home / "config"),
+           "JUPYTER_DATA_DIR": str(jupyter_home / "data"), "JUPYTER_RUNTIME_DIR": str(jupyter_home / "runtime"),
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    # render every cell, not only those in view: a widget scrolled off screen would otherwise have no text yet
+    tracker = jupyter_home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text('{"windowingMode": "none"}')
+    port = pick_port()
+    argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            "--port-retries=0", f"--ServerApp.root_dir={lab_dir}", "--IdentityProvider.token=",
+            "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.workspaces_dir={jupyter_home / 'workspaces'}",
+            f"--LabApp.user_settings_dir={jupyter_home / 'settings'}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:  # CI containers run as root; JupyterLab refuses that unless told
+        argv.append("--allow-root")
+    lab = ManagedProcess(argv, log_path=tmp_path / "jupyterlab.log", env=env, cwd=lab_dir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if not lab.alive():
+            pytest.fail(f"JupyterLab exited during start (code {lab.returncode}):\n{lab.log_tail(40)}")
+        try:
+            if httpx.get(url + "/api/status", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            lab.stop()
+            pytest.fail(f"JupyterLab did not answer on {url} within 90 s:\n{lab.log_tail(40)}")
+        time.sleep(0.5)
+    root = psutil.Process(lab.pid)
+    try:
+        yield url, root
+    finally:
+        started = tree(root)  # the server and the kernels it started
+        lab.stop(timeout=20)  # SIGTERM: jupyter_server shuts its kernels down, then exits
+        gone, alive = psutil.wait_procs(started, timeout=20)
+        for p in alive:  # only processes this test started (descendants of our JupyterLab)
+            p.kill()
+        assert not alive, f"still running after JupyterLab stopped: {[(p.pid, p.name()) for p in alive]}"
+
+
+@pytest.mark.timeout(480)
+def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, lab_root = jupyterlab
+    RESULTS.mkdir(exist_ok=True)
+    me = psutil.Process()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+                                     timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/lab/tree/{LESSON.name}", wait_until="domcontentloaded")
+            page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.content && "
+                                   f"{NOTEBOOK_JS}.sessionContext.session?.kernel?.status === 'idle'",
+                                   timeout=120_000)
+
+            # run every cell, as a learner pressing Run ▸ Run All Cells
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            deadline = time.monotonic() + 300
+            while True:
+                progress = page.evaluate(PROGRESS_JS)
+                assert not progress["errors"], f"the lesson failed in JupyterLab: {progress['errors']}"
+                if progress["run"] == progress["code"] and progress["kernel"] == "idle":
+                    break
+                assert time.monotonic() < deadline, f"lesson still running after 300 s: {progress}"
+                time.sleep(1)
+
+            chat = page.locator(".labkit-chat").first
+            chat.scroll_into_view_if_needed()
+            stats, output = chat.locator(".labkit-stats"), chat.locator(".labkit-output")
+            expect(stats).to_contain_text("tok/s", timeout=30_000)  # the notebook's own chat.send(), rendered
+            before_stats, before_text = stats.inner_text(), output.inner_text()
+
+            # record every value the stats label takes while streaming
+            chat.evaluate("""el => {
+              window.__labkitStats = [];
+              const label = el.querySelector('.labkit-stats');
+              new MutationObserver(() => window.__labkitStats.push(label.innerText))
+                .observe(label, {subtree: true, childList: true, characterData: true});
+            }""")
+            chat.locator(".labkit-prompt input").fill("What is the capital of France?")
+            chat.locator("button.labkit-send").click()
+            page.wait_for_function(
+                """([el, before]) => {
+                     const s = el.querySelector('.labkit-stats').innerText;
+                     return s !== before && s.includes('tok/s') && s.includes('finish:');
+                   }""", arg=[chat.element_handle(), before_stats], timeout=180_000)
+
+            after_text = output.inner_text()
+            seen = page.evaluate("() => window.__labkitStats")
+            page.screenshot(path=str(RESULTS / "12_playground.png"), full_page=False)
+            chat.screenshot(path=str(RESULTS / "12_playground_chat.png"))
+
+            assert "What is the capital of France?" in after_text and after_text.startswith(before_text[:10])
+            answer = after_text.split("What is the capital of France?", 1)[1].split("model:", 1)[1].strip()
+            assert answer, f"no streamed text after the prompt: {after_text!r}"
+            assert any("streaming…" in s for s in seen), f"the label never showed a live update: {seen}"
+            assert "tok/s" in stats.inner_text() and stats.inner_text() != before_stats
+            assert chat.locator(".labkit-error").inner_text() == ""
+            # rendered, not just present in the DOM: the pane is tall enough to show the whole transcript
+            out_box, pane_box = output.bounding_box(), chat.locator(".labkit-pane").bounding_box()
+            assert out_box["height"] > 20 and pane_box["height"] >= out_box["height"], (out_box, pane_box)
+            assert not chat.locator("button.labkit-send").is_disabled()
+        finally:
+            browser.close()
+    assert not [p for p in me.children(recursive=True) if "chrom" in p.name().lower()], "Chromium left running"
+    assert lab_root.is_running()  # the fixture stops JupyterLab and asserts its kernels are gone
