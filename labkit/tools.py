@@ -25,6 +25,7 @@ from .session import up
 PORT = 8140
 ALIAS = "smollm2-tools"
 PREFILL = "<tool_call>\n"
+END_MARKER = "</tool_call>"
 TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "templates" / "tools-smollm2-chatml.jinja"
 
 
@@ -51,7 +52,10 @@ def with_tool_call_prefill(body: dict[str, Any]) -> dict[str, Any]:
     """The same chat request, made to yield a real tool call from a model too small to start one itself."""
     if not needs_prefill(body):
         return body
-    return {**body, "tool_choice": "required", "parallel_tool_calls": False,
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else list(stop)
+    # This build's grammar repeats calls even with parallel_tool_calls=false: stop after the first one.
+    return {**body, "tool_choice": "required", "parallel_tool_calls": False, "stop": [*stop, END_MARKER],
             "messages": [*body["messages"], {"role": "assistant", "content": PREFILL}]}
 
 
