@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -36,6 +35,11 @@ const (
 	DefaultModel   = "smollm2-135m"
 	DefaultPrompt  = "你好，请你介绍一下自己"
 )
+
+// NearGreedyTemperature stands in for 0, which go-openai drops (`omitempty`). Not math.SmallestNonzeroFloat32,
+// the usual advice: 1/1e-45 overflows and Ollama v0.24's runner dies on it (HTTP 500 "model runner has
+// unexpectedly stopped"); llama-server survives it. 0.01 is greedy in practice on both.
+const NearGreedyTemperature = 0.01
 
 // Options is everything one run needs; flags override the environment, which overrides the defaults.
 type Options struct {
@@ -118,8 +122,8 @@ func Request(o Options) openai.ChatCompletionRequest {
 		Messages: []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: o.Prompt}},
 		// MaxTokens, not MaxCompletionTokens: Ollama reads only max_tokens (llama-server reads both).
 		MaxTokens: o.MaxTokens,
-		// Temperature is `omitempty`: 0 would not be sent at all and the server's default (0.8) would apply.
-		Temperature: math.SmallestNonzeroFloat32,
+		// Temperature is `omitempty`: 0 is not sent at all and the server's default (0.8) applies.
+		Temperature: NearGreedyTemperature,
 		Seed:        &seed,
 	}
 }
