@@ -148,7 +148,8 @@ func TestTokenLimitField(t *testing.T) {
 	results := map[string]error{}
 	for _, field := range []string{"max_tokens", "max_completion_tokens"} {
 		o.MaxTokensField = field
-		opts := append(CallOptions(o), llms.WithStreamingFunc(func(_ context.Context, c []byte) error {
+		// Stop at the first full stop too: if the limit is ignored, the answer still ends within a sentence.
+		opts := append(CallOptions(o), llms.WithStopWords([]string{"."}), llms.WithStreamingFunc(func(_ context.Context, c []byte) error {
 			if len(c) > 0 { // the first (role) and last (finish) chunks carry no text
 				chunks[field]++
 			}
