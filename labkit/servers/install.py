@@ -158,7 +158,9 @@ def build_ollama(*, quiet: bool = False) -> Path:
     vendor = _ollama_vendor_headers(subdir("logs") / "ollama-vendor.log")
     env = {**os.environ, "GOBIN": str(target.parent), "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod",
            "CGO_CPPFLAGS": (os.environ.get("CGO_CPPFLAGS", "") + f" -I{vendor}").strip()}
-    argv = [go, "install", "-v", f"{OLLAMA_MODULE}@{OLLAMA_VERSION}"]
+    # Release builds stamp their version with -ldflags; without it `ollama --version` says 0.0.0.
+    ldflags = f"-X={OLLAMA_MODULE}/version.Version={OLLAMA_VERSION.lstrip('v')}"
+    argv = [go, "install", "-v", f"-ldflags={ldflags}", f"{OLLAMA_MODULE}@{OLLAMA_VERSION}"]
     with tqdm(desc=f"build ollama {OLLAMA_VERSION}", unit=" pkg", disable=quiet) as bar:
         rc = run_logged(argv, log_path=log, env=env, timeout=3600, on_line=lambda _l: bar.update(1))
     if rc != 0 or not target.is_file():
