@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -65,7 +66,12 @@ def _newman_install() -> None:
         raise LabkitError(f"npm install {NEWMAN_REQ} failed.", log_tail=tail(log), fix=f"Read {log}.")
 
 
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")  # so 你好 renders in browser screenshots
+
+
 def chromium_bin() -> Path | None:
+    if sys.platform.startswith("linux") and shutil.which("apt-get") and not CJK_FONT.is_file():
+        return None  # Debian-like: install the CJK font with it
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
@@ -80,7 +86,8 @@ def _chromium_install() -> None:
     log = subdir("logs") / "chromium-install.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     rc = run_logged(["apt-get", "update", "-q"], log_path=log, env=env, timeout=900)
-    rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+    rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
+                           "fonts-wqy-zenhei"],
                           log_path=log, env=env, timeout=1800)
     if rc != 0:
         raise LabkitError("apt-get install chromium failed.", log_tail=tail(log), fix=f"Read {log}.")
