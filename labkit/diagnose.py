@@ -80,7 +80,7 @@ _RULES: list[tuple[str, int | None, str, str]] = [
      "is full' on llama-server."),
     ("invalid_role", 400, r"role", "Use one of the roles the chat template knows: system, user, assistant "
                                    "(tool for tool results)."),
-    ("empty_messages", 400, r"messages.*(empty|required|at least)|no messages",
+    ("empty_messages", 400, r"messages.*(empty|required|at least)|no messages|\[\] is too short",
      "Send at least one message: [{'role': 'user', 'content': '...'}]."),
     ("model_not_found", 404, r"model .*not found|not found.*model|no such model",
      "Use a model the server has: GET /v1/models lists them (server.model in the lab); on Ollama "

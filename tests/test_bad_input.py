@@ -23,6 +23,8 @@ RECORD = os.environ.get("LABKIT_RECORD_ERRORS") == "1"
 HI = [{"role": "user", "content": "你好"}]
 LONG = "hello " * 6000  # ~6000 tokens: over llama-server's 1024-token slot and Ollama's 4096 num_ctx
 
+# Ollama is only checked where it answers at once: it accepts negative/huge max_tokens, an unknown role and an
+# over-long prompt, and then generates (up to the whole context) — too slow to assert on a shared 2-core machine.
 # case -> (how to build the request from a model name, {server kind: (status, diagnosis kind or surprise)})
 Case = tuple[Callable[[str], dict[str, Any]], dict[str, tuple[int, str]]]
 CASES: dict[str, Case] = {
@@ -38,18 +40,18 @@ CASES: dict[str, Case] = {
                                {"llamacpp": (400, "wrong_type"), "ollama": (400, "wrong_type")}),
     "unknown_role": (lambda m: {"json": {"model": m, "messages": [{"role": "wizard", "content": "hi"}],
                                          "max_tokens": 4, "temperature": 0}},
-                     {"llamacpp": (200, "unknown_role"), "ollama": (400, "invalid_role")}),
+                     {"llamacpp": (200, "unknown_role")}),
     "empty_messages": (lambda m: {"json": {"model": m, "messages": [], "max_tokens": 4, "temperature": 0}},
                        {"llamacpp": (200, "empty_messages"), "ollama": (400, "empty_messages")}),
     "negative_max_tokens": (lambda m: {"json": {"model": m, "messages": HI, "max_tokens": -5}},
-                            {"llamacpp": (400, "max_tokens_range"), "ollama": (400, "max_tokens_range")}),
+                            {"llamacpp": (400, "max_tokens_range")}),
     "huge_max_tokens": (lambda m: {"json": {"model": m, "messages": HI, "max_tokens": 10**12}},
-                        {"llamacpp": (400, "max_tokens_range"), "ollama": (400, "max_tokens_range")}),
+                        {"llamacpp": (400, "max_tokens_range")}),
     "unknown_model": (lambda m: {"json": {"model": "gpt-4o", "messages": HI, "max_tokens": 4, "temperature": 0}},
                       {"llamacpp": (200, "model_substituted"), "ollama": (404, "model_not_found")}),
     "prompt_over_context": (lambda m: {"json": {"model": m, "messages": [{"role": "user", "content": LONG}],
                                                 "max_tokens": 1, "temperature": 0}},
-                            {"llamacpp": (400, "context_exceeded"), "ollama": (200, "prompt_truncated")}),
+                            {"llamacpp": (400, "context_exceeded")}),
 }
 
 
