@@ -25,7 +25,7 @@ def test_collection_is_v21_with_tests_on_every_request():
 @pytest.mark.parametrize("kind", ["llamacpp", "ollama"])
 def test_newman_green(kind):
     server = labkit.up(kind, export=False, quiet=True)
-    run = postman.run_collection(server)
+    run = postman.run_collection(server, timeout=120)  # per request; a dead server fails fast
     assert run.ok, f"{run.failures}\n{run.output[-3000:]}"
     expected = 4 if kind == "ollama" else 3  # /api/generate is skipped on llama-server
     assert run.requests == expected and run.assertions >= 8
