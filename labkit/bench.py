@@ -459,10 +459,12 @@ def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
     if s.ollama:
         try:
             ollama = labkit.up("ollama", export=False, quiet=True)
-            targets.append(Target.from_server(ollama, "ollama"))
+            otarget = Target.from_server(ollama, "ollama")
+            stream_once(client_for(otarget, timeout=180), otarget, max_tokens=4)  # answers at all? (loads the model)
+            targets.append(otarget)
             m["ollama_engine"] = ollama_engine(ollama)
-        except LabkitError as exc:
-            m["ollama_missing"] = f"Ollama not measured: {str(exc).splitlines()[0]}"
+        except Exception as exc:  # noqa: BLE001 - a broken Ollama drops its ratio, not the whole benchmark
+            m["ollama_missing"] = f"Ollama not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
     summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=s.max_tokens,
                            rounds=s.rounds, progress=progress)
     by = {(x.target, x.concurrency): x for x in summaries}
