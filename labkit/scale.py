@@ -220,6 +220,8 @@ def start_gateway(upstreams: Sequence[str], *, port: int = 8195, token: str | No
     prefix = subdir("nginx", f"gateway-{port}")
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    for log in ("access.log", "error.log"):
+        (prefix / log).write_text("")   # a fresh log per gateway: its lines are this run's requests only
     conf = prefix / "nginx.conf"
     conf.write_text(gateway_config(upstreams, port=port, token=token, prefix=prefix, backups=backups, host=host))
     proc = ManagedProcess([str(nginx_binary()), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
