@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lab", help="set up, start llama-server and open JupyterLab on lesson 00")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
     p.set_defaults(func=cmd_lab)
+    from . import bench, probe
+    bench.add_cli(sub)
+    probe.add_cli(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

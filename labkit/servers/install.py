@@ -157,7 +157,11 @@ def build_ollama(*, quiet: bool = False) -> Path:
     log = subdir("logs") / "ollama-build.log"
     vendor = _ollama_vendor_headers(subdir("logs") / "ollama-vendor.log")
     env = {**os.environ, "GOBIN": str(target.parent), "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod",
-           "CGO_CPPFLAGS": (os.environ.get("CGO_CPPFLAGS", "") + f" -I{vendor}").strip()}
+           "CGO_CPPFLAGS": (os.environ.get("CGO_CPPFLAGS", "") + f" -I{vendor}").strip(),
+           # Release builds compile ggml's CPU kernels per instruction set; a plain cgo build gets generic x86-64
+           # (no AVX) unless told to target this machine. It is built here, for here: -march=native is right.
+           "CGO_CFLAGS": os.environ.get("CGO_CFLAGS", "-O3 -march=native"),
+           "CGO_CXXFLAGS": os.environ.get("CGO_CXXFLAGS", "-O3 -march=native")}
     # Release builds stamp their version with -ldflags; without it `ollama --version` says 0.0.0.
     ldflags = f"-X={OLLAMA_MODULE}/version.Version={OLLAMA_VERSION.lstrip('v')}"
     argv = [go, "install", "-v", f"-ldflags={ldflags}", f"{OLLAMA_MODULE}@{OLLAMA_VERSION}"]

@@ -51,21 +51,35 @@ def has_model(server: Server, name: str) -> bool:
     return name in names or f"{name}:latest" in names
 
 
-def modelfile_for(gguf: Path, *, num_ctx: int = 4096) -> str:
-    """The Modelfile the lesson shows: FROM the GGUF; Ollama takes the chat template from its metadata."""
-    return f"FROM {gguf}\nPARAMETER num_ctx {num_ctx}\n"
+def modelfile_for(gguf: Path, *, num_ctx: int = 4096, num_predict: int = 512) -> str:
+    """The Modelfile the lesson shows: FROM the GGUF (Ollama takes the chat template from its metadata), and a
+    default output cap: Ollama's own default is unlimited, so a request whose cap it ignores (`/v1` with
+    `max_completion_tokens`) would otherwise generate until the context is full — and beyond, by shifting it."""
+    return f"FROM {gguf}\nPARAMETER num_ctx {num_ctx}\nPARAMETER num_predict {num_predict}\n"
+
+
+def modelfile_path(name: str) -> Path:
+    return subdir("ollama") / f"{name}.Modelfile"
+
+
+def registered_as_wanted(server: Server, name: str, gguf: Path) -> bool:
+    """Registered, and from the Modelfile we would write now (a changed Modelfile means re-create)."""
+    mf = modelfile_path(name)
+    return has_model(server, name) and mf.is_file() and mf.read_text() == modelfile_for(gguf)
 
 
 def register_model(server: Server, name: str, gguf: Path, binary: Path, *, timeout: float = 300) -> None:
     """`ollama create NAME -f Modelfile` against this server (copies the GGUF into Ollama's blob store once)."""
-    mf = subdir("ollama") / f"{name}.Modelfile"
-    mf.write_text(modelfile_for(gguf))
-    proc = subprocess.run([str(binary), "create", name, "-f", str(mf)], env=ollama_env(server.host, server.port),
+    mf = modelfile_path(name)
+    pending = mf.with_suffix(".pending")
+    pending.write_text(modelfile_for(gguf))
+    proc = subprocess.run([str(binary), "create", name, "-f", str(pending)], env=ollama_env(server.host, server.port),
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise ServerStartError(f"`ollama create {name}` failed (exit {proc.returncode}).",
                                fix="Is the GGUF valid? Read the output below.",
                                log_tail=(proc.stdout + proc.stderr)[-3000:])
+    pending.replace(mf)  # only a successful create counts as registered
 
 
 def warm(server: Server, *, timeout: float = 120) -> None:
@@ -97,8 +111,9 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str 
         server = Server("ollama", host, port, name, proc=proc, log_path=log)
         wait_healthy(server, timeout=timeout, what=f"ollama serve on port {port}")
     try:
-        if not has_model(server, name):
-            register_model(server, name, check_gguf(Path(model)) if model else model_path(), binary_path)
+        gguf = check_gguf(Path(model)) if model else model_path()
+        if not registered_as_wanted(server, name, gguf):
+            register_model(server, name, gguf, binary_path)
         warm(server, timeout=timeout)
     except Exception:
         server.stop()
