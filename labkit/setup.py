@@ -14,6 +14,7 @@ from .errors import LabkitError
 from .home import repo_root, subdir
 from .models import EMBEDDED, fetch_embedded, is_verified, cached_path
 from .procs import run_logged, tail
+from .proxy import install_nginx, nginx_found
 from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, version_of
 
 NEWMAN_REQ = "newman@6.2.1"
@@ -132,8 +133,7 @@ STEPS: list[Step] = [
     Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),
     Step("chromium", lambda: (str(chromium_bin()) if chromium_bin() else None), _chromium_install,
          "sudo apt-get install chromium", groups=("test",)),
-    Step("nginx", lambda: __import__("labkit.proxy", fromlist=["x"]).nginx_found(),
-         lambda: __import__("labkit.proxy", fromlist=["x"]).install_nginx(), "sudo apt-get install -y nginx"),
+    Step("nginx", nginx_found, install_nginx, "sudo apt-get install -y nginx"),
 ]
 
 
