@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from pathlib import Path
@@ -80,6 +81,21 @@ class ManagedProcess:
         self._log.close()
         _live.discard(self)
         return self.popen.returncode
+
+
+def wait_gone(pid: int, timeout: float = 15) -> bool:
+    """True once `pid` has exited (or is a zombie awaiting its parent) — how tests prove nothing is left running."""
+    import psutil  # only needed here
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import httpx
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 import labkit
+from labkit.procs import wait_gone
 from labkit.diagnose import explain_exception
 from labkit.errors import PortBusyError, ServerStartError
 from labkit.servers import start_llama_server
@@ -26,16 +26,6 @@ from labkit.servers.ollama import start_ollama
 from labkit.sse import StreamError, iter_chunks, iter_events
 
 
-def _gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_server_killed_mid_stream_gives_a_clear_error_and_up_restarts_it():
@@ -60,7 +50,7 @@ def test_server_killed_mid_stream_gives_a_clear_error_and_up_restarts_it():
         assert d.kind == "connection_lost" and "labkit.up" in d.fix, d
     else:
         assert "[DONE]" in text or "ended" in text.lower(), text
-    assert _gone(first_pid)
+    assert wait_gone(first_pid)
     second = labkit.up("llamacpp", **opts)  # the next call notices the dead server and starts a new one
     assert second.alive() and second.proc.pid != first_pid
     r = httpx.post(second.openai_base_url + "/chat/completions", headers=second.headers(), timeout=120,
@@ -149,5 +139,5 @@ def test_no_orphan_ollama_runners_when_the_kernel_is_killed():
         child.wait(30)
     assert len(pids) >= 2, f"expected ollama serve and at least one runner, got {pids}"
     for pid in pids:
-        assert _gone(pid), f"pid {pid} outlived its killed owner"
+        assert wait_gone(pid), f"pid {pid} outlived its killed owner"
     assert not labkit.net.port_open("127.0.0.1", 11452)

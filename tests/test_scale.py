@@ -4,13 +4,12 @@ server-first; the gateway balances, checks its key and survives a killed replica
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
+from labkit.procs import wait_gone
 from labkit import scale
 from labkit.home import data_dir
 from labkit.net import port_open
@@ -18,16 +17,6 @@ from labkit.net import port_open
 CHAT = {"messages": [{"role": "user", "content": "你好"}], "max_tokens": 4, "temperature": 0, "seed": 42}
 
 
-def _gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # ------------------------------------------------------------------------------------------- pure
@@ -75,7 +64,7 @@ def test_rpc_cluster_answers_and_stops_server_first():
         r = cluster.server.client().chat.completions.create(model=cluster.server.model, **CHAT)
         assert r.choices[0].message.role == "assistant" and r.usage.completion_tokens > 0
         assert all("Accepted client connection" in w.log_tail(200) for w in cluster.workers)
-    assert all(_gone(p) for p in pids)
+    assert all(wait_gone(p) for p in pids)
     assert not any(port_open("127.0.0.1", p) for p in (8183, 50052, 50053))
     # server stopped first, so it exits cleanly on SIGTERM instead of crashing on a vanished worker
     assert server_proc.returncode not in (-signal.SIGSEGV, -signal.SIGABRT), server_proc.log_tail()
@@ -103,5 +92,5 @@ def test_gateway_balances_checks_key_and_survives_a_killed_replica():
             after.append(raw.headers[scale.UPSTREAM_HEADER])
         assert {scale.answered_by(a) for a in after} == {"127.0.0.1:8185"}
         pids = [gw.proc.pid, *(r.proc.pid for r in pool.replicas if r.proc)]
-    assert all(_gone(p) for p in pids)
+    assert all(wait_gone(p) for p in pids)
     assert not any(port_open("127.0.0.1", p) for p in (8184, 8185, 8196))

@@ -14,18 +14,12 @@ import psutil
 import pytest
 
 import labkit
+from labkit.procs import wait_gone
 from labkit.errors import ModelError, PortBusyError, ServerStartError
 from labkit.net import free_port
 from labkit.servers import start_llama_server
 
 
-def _gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_llama_server_answers_chat_with_the_embedded_model():
@@ -70,7 +64,7 @@ def test_start_own_server_on_a_free_port_and_stop_it():
         pid = server.proc.pid
         models = httpx.get(server.openai_base_url + "/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["smollm2-135m-test"]
-    assert _gone(pid)
+    assert wait_gone(pid)
     assert not server.alive()
 
 
@@ -115,7 +109,7 @@ def test_killed_server_is_restarted_on_next_up():
                       export=False, quiet=True)
     first_pid = first.proc.pid
     os.killpg(first_pid, signal.SIGKILL)
-    assert _gone(first_pid)
+    assert wait_gone(first_pid)
     second = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
                        export=False, quiet=True)
     assert second.alive() and second.proc.pid != first_pid
@@ -143,4 +137,4 @@ def test_no_orphan_when_the_owner_exits_or_is_killed(how):
     if how == "sigkill":
         child.kill()
     child.wait(30)
-    assert _gone(server_pid), f"llama-server {server_pid} outlived its owner ({how})"
+    assert wait_gone(server_pid), f"llama-server {server_pid} outlived its owner ({how})"
