@@ -23,8 +23,9 @@ RECORD = os.environ.get("LABKIT_RECORD_ERRORS") == "1"
 HI = [{"role": "user", "content": "你好"}]
 LONG = "hello " * 6000  # ~6000 tokens: over llama-server's 1024-token slot and Ollama's 4096 num_ctx
 
-# Ollama is only checked where it answers at once: it accepts negative/huge max_tokens, an unknown role and an
-# over-long prompt, and then generates (up to the whole context) — too slow to assert on a shared 2-core machine.
+# Ollama is only checked where it answers at once. It accepts a negative or huge max_tokens and an over-long
+# prompt, then generates or evaluates for a long time (measured here: huge 27 s; negative and over-long > 45 s),
+# so those three are not asserted against it; lesson 02 shows its silent prompt truncation with a small num_ctx.
 # case -> (how to build the request from a model name, {server kind: (status, diagnosis kind or surprise)})
 Case = tuple[Callable[[str], dict[str, Any]], dict[str, tuple[int, str]]]
 CASES: dict[str, Case] = {
@@ -40,7 +41,7 @@ CASES: dict[str, Case] = {
                                {"llamacpp": (400, "wrong_type"), "ollama": (400, "wrong_type")}),
     "unknown_role": (lambda m: {"json": {"model": m, "messages": [{"role": "wizard", "content": "hi"}],
                                          "max_tokens": 4, "temperature": 0}},
-                     {"llamacpp": (200, "unknown_role")}),
+                     {"llamacpp": (200, "unknown_role"), "ollama": (200, "unknown_role")}),
     "empty_messages": (lambda m: {"json": {"model": m, "messages": [], "max_tokens": 4, "temperature": 0}},
                        {"llamacpp": (200, "empty_messages"), "ollama": (400, "empty_messages")}),
     "negative_max_tokens": (lambda m: {"json": {"model": m, "messages": HI, "max_tokens": -5}},
@@ -112,7 +113,7 @@ def test_bad_input_live(kind: str, case: str):
     server = labkit.up(kind, export=False, quiet=True)
     build, expected = CASES[case]
     if kind not in expected:
-        pytest.skip(f"{case} is not recorded for {kind}")
+        pytest.skip(f"{kind} accepts {case} and generates for a long time: not asserted (see CASES)")
     request = build(server.model)
     r = _send(server, dict(request))
     _save(kind, case, request, r)
