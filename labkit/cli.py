@@ -125,6 +125,8 @@ def cmd_lab(args) -> int:
     print(f"✔ {server}\n  JupyterLab is starting; stop it with Ctrl-C (the server stops with it).", flush=True)
     argv = [sys.executable, "-m", "jupyter", "lab", str(repo_root() / "notebooks" / "00_welcome.ipynb"),
             "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses it otherwise
     try:
         return subprocess.call(argv, env=env, cwd=repo_root())
     except KeyboardInterrupt:
@@ -155,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import bench, probe
     bench.add_cli(sub)
     probe.add_cli(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.cmd != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.cmd == "lab":
+        args.jupyter_args = extra + list(args.jupyter_args)  # e.g. `labkit lab --no-browser --port 8899`
     try:
         return args.func(args)
     except LabkitError as exc:
