@@ -299,8 +299,15 @@ def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> Rep
     key = "sk-wrong-key-for-the-probe" if method.endswith("+BADKEY") else api_key
     method = method.split("+")[0]
     t0 = time.perf_counter()
-    r = client.request(method, base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"},
-                       json=payload if method == "POST" else None)
+    for attempt in (1, 2):
+        try:
+            r = client.request(method, base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"},
+                               json=payload if method == "POST" else None)
+            break
+        except httpx.RemoteProtocolError:
+            # A pooled keep-alive connection the server had just closed: the request never reached it. Once.
+            if attempt == 2:
+                raise
     try:
         body = r.json() if "json" in r.headers.get("content-type", "") else None
     except ValueError:
