@@ -30,23 +30,6 @@ def nginx_found() -> str | None:
     return None
 
 
-def install_nginx() -> None:
-    """`labkit setup`'s install: Debian's nginx via apt-get when root (the service itself is never started)."""
-    import os
-    from .errors import LabkitError
-    from .procs import run_logged, tail
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise LabkitError("nginx is missing (the reverse proxy of lesson 14_security_and_ops).",
-                          fix="sudo apt-get install -y nginx   (or your distribution's nginx package)")
-    log = subdir("logs") / "nginx-install.log"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    rc = run_logged(["apt-get", "update", "-q"], log_path=log, env=env, timeout=900)
-    rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"],
-                          log_path=log, env=env, timeout=1800)
-    if rc != 0:
-        raise LabkitError("apt-get install nginx failed.", log_tail=tail(log), fix=f"Read {log}.")
-
-
 def nginx_binary() -> Path:
     found = nginx_found()
     if found:

@@ -14,7 +14,7 @@ from .errors import LabkitError
 from .home import repo_root, subdir
 from .models import EMBEDDED, fetch_embedded, is_verified, cached_path
 from .procs import run_logged, tail
-from .proxy import install_nginx, nginx_found
+from .proxy import nginx_found
 from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, version_of
 
 NEWMAN_REQ = "newman@6.2.1"
@@ -80,18 +80,26 @@ def chromium_bin() -> Path | None:
     return None
 
 
-def _chromium_install() -> None:
+def apt_install(name: str, packages: list[str], why: str) -> None:
+    """Debian packages the lab needs, installed with apt-get when we are root; otherwise the command to run."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise LabkitError("Chromium is missing (used only by the browser test of the widgets lesson).",
-                          fix="sudo apt-get install -y chromium   (or your distribution's chromium package)")
-    log = subdir("logs") / "chromium-install.log"
+        raise LabkitError(f"{name} is missing ({why}).",
+                          fix=f"sudo apt-get install -y {' '.join(packages)}   (or your distribution's packages)")
+    log = subdir("logs") / f"{name}-install.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     rc = run_logged(["apt-get", "update", "-q"], log_path=log, env=env, timeout=900)
-    rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-                           "fonts-wqy-zenhei"],
+    rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
                           log_path=log, env=env, timeout=1800)
     if rc != 0:
-        raise LabkitError("apt-get install chromium failed.", log_tail=tail(log), fix=f"Read {log}.")
+        raise LabkitError(f"apt-get install {' '.join(packages)} failed.", log_tail=tail(log), fix=f"Read {log}.")
+
+
+def _chromium_install() -> None:
+    apt_install("chromium", ["chromium", "fonts-wqy-zenhei"], "used only by the browser test of the widgets lesson")
+
+
+def _nginx_install() -> None:
+    apt_install("nginx", ["nginx"], "the reverse proxy of lessons 14 and 15; the service itself is never started")
 
 
 def go_modules() -> list[Path]:
@@ -133,7 +141,7 @@ STEPS: list[Step] = [
     Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),
     Step("chromium", lambda: (str(chromium_bin()) if chromium_bin() else None), _chromium_install,
          "sudo apt-get install chromium", groups=("test",)),
-    Step("nginx", nginx_found, install_nginx, "sudo apt-get install -y nginx"),
+    Step("nginx", nginx_found, _nginx_install, "sudo apt-get install -y nginx"),
 ]
 
 
