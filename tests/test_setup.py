@@ -7,7 +7,7 @@ from labkit.errors import LabkitError
 
 def test_apt_install_without_root_names_the_command(monkeypatch):
     monkeypatch.setattr(setup.os, "geteuid", lambda: 1000)
-    with pytest.raises(LabkitError, match=r"nginx is missing.*sudo apt-get install -y nginx"):
+    with pytest.raises(LabkitError, match=r"(?s)nginx is missing.*sudo apt-get install -y nginx"):
         setup.apt_install("nginx", ["nginx"], "the reverse proxy")
 
 
