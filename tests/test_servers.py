@@ -138,3 +138,36 @@ def test_no_orphan_when_the_owner_exits_or_is_killed(how):
         child.kill()
     child.wait(30)
     assert wait_gone(server_pid), f"llama-server {server_pid} outlived its owner ({how})"
+
+
+def test_ollama_stays_private_no_calls_to_its_cloud():
+    """`ollama serve` 0.24 asks ollama.com for model recommendations at start unless OLLAMA_NO_CLOUD is set."""
+    server = labkit.up("ollama", export=False, quiet=True)
+    if not server.owned:
+        pytest.skip("this Ollama was started by someone else: its environment is not the lab's")
+    time.sleep(1)  # the cloud refresh runs in the background right after start
+    log = server.log_path.read_text(errors="replace")
+    assert "OLLAMA_NO_CLOUD:true" in log
+    assert "https://ollama.com" not in log
+
+
+def test_ollama_derived_model_changes_only_the_given_parameters():
+    from labkit.servers.ollama import derive_model
+    server = labkit.up("ollama", export=False, quiet=True)
+    name = derive_model(server, f"{server.model}-t1", num_thread=1)
+
+    def parameters(model: str) -> dict[str, str]:
+        shown = httpx.post(server.base_url + "/api/show", json={"model": model}, timeout=30).json()
+        return dict(line.split(None, 1) for line in shown.get("parameters", "").splitlines())
+    derived, base = parameters(name), parameters(server.model)
+    assert derived.pop("num_thread") == "1" and "num_thread" not in base
+    assert derived == base  # num_ctx and num_predict inherited from the lab's Modelfile
+
+
+def test_ollama_derived_model_from_a_missing_base_fails_clearly():
+    from labkit.servers import Server
+    from labkit.servers.ollama import derive_model
+    real = labkit.up("ollama", export=False, quiet=True)
+    ghost = Server("ollama", real.host, real.port, "no-such-model-xyz")
+    with pytest.raises(ServerStartError, match="could not create"):
+        derive_model(ghost, "no-such-model-xyz-t1", num_thread=1)

@@ -29,10 +29,13 @@ def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = Tr
 
 
 def ollama_env(host: str, port: int) -> dict[str, str]:
-    """Everything Ollama keeps (models, keys) stays under the labkit home; it listens on loopback only."""
+    """Everything Ollama keeps (models, keys) stays under the labkit home; it listens on loopback only; and it
+    stays private: without OLLAMA_NO_CLOUD, `ollama serve` (0.24) calls ollama.com at start for model
+    recommendations and its cloud-model cache, whatever model you run."""
     return {**os.environ, "OLLAMA_HOST": f"{host}:{port}", "OLLAMA_MODELS": str(subdir("ollama", "models")),
             "HOME": str(subdir("ollama", "home")), "OLLAMA_NUM_PARALLEL": os.environ.get("OLLAMA_NUM_PARALLEL", "4"),
-            "OLLAMA_KEEP_ALIVE": os.environ.get("OLLAMA_KEEP_ALIVE", "30m")}
+            "OLLAMA_KEEP_ALIVE": os.environ.get("OLLAMA_KEEP_ALIVE", "30m"),
+            "OLLAMA_NO_CLOUD": os.environ.get("OLLAMA_NO_CLOUD", "1")}
 
 
 def is_ollama(host: str, port: int) -> str | None:
@@ -89,6 +92,18 @@ def warm(server: Server, *, timeout: float = 120) -> None:
     if r.status_code != 200:
         raise ServerStartError(f"Ollama could not load '{server.model}' (HTTP {r.status_code}): {r.text[:500]}",
                                fix="Read the server log below.", log_tail=server.log_tail())
+
+
+def derive_model(server: Server, name: str, *, timeout: float = 120, **parameters) -> str:
+    """`name` = the server's model with some PARAMETERs changed (`/api/create` with `from`; Ollama merges them
+    into the base's and shares its weights). For a setting the OpenAI-compatible `/v1` can't send per request,
+    e.g. `num_thread` so a benchmark runs Ollama on the same threads as llama-server."""
+    r = httpx.post(server.base_url + "/api/create", timeout=timeout,
+                   json={"model": name, "from": server.model, "parameters": parameters, "stream": False})
+    if r.status_code != 200:
+        raise ServerStartError(f"Ollama could not create '{name}' from '{server.model}' (HTTP {r.status_code}): "
+                               f"{r.text[:300]}", fix="Read the server log below.", log_tail=server.log_tail())
+    return name
 
 
 def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str | None = None,
