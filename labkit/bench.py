@@ -203,25 +203,40 @@ def run_level(target: Target, concurrency: int, requests: int, *, max_tokens: in
 
 
 def interleave(targets: Sequence[Target], *, levels: Sequence[int] = (1, 4), requests: int = 8,
-               max_tokens: int = 64, rounds: int = 2, warmup: int = 1,
-               progress: bool = True) -> list[Summary]:
+               max_tokens: int = 64, rounds: int = 2, warmup: int = 1, progress: bool = True,
+               levels_for: dict[str, Sequence[int]] | None = None,
+               references: dict[str, Callable[[], object]] | None = None,
+               reference_results: dict[str, list] | None = None) -> list[Summary]:
     """A/B(/C…) measured in one run: each round visits every (level, target) in alternating order, so machine
-    noise (other users, thermal, the page cache) lands on all targets alike instead of on whichever ran last."""
+    noise (other users, thermal, the page cache) lands on all targets alike instead of on whichever ran last.
+    `levels_for` limits a target (by name) to some levels, e.g. a reference measured at concurrency 1 only.
+    `references` (name → callable, e.g. a llama-bench run) run once per round between the targets, for the same
+    reason: a ratio of two numbers measured minutes apart on a shared machine measures the drift. Their results
+    are appended to `reference_results[name]`."""
     from tqdm.auto import tqdm
+    levels_for, references = levels_for or {}, references or {}
+    out = reference_results if reference_results is not None else {}
     clients = {t.name: client_for(t, concurrency=max(levels)) for t in targets}
     for t in targets:  # warm-up: load the model, fill caches, open connections; not counted
         for _ in range(warmup):
             stream_once(clients[t.name], t, max_tokens=8)
     per_round = max(1, requests // rounds)
     cells: dict[tuple[str, int], tuple[list[StreamRecord], float]] = {}
-    steps = [(r, level, t) for r in range(rounds) for level in levels
-             for t in (targets if r % 2 == 0 else list(reversed(targets)))]
-    for _, level, t in tqdm(steps, desc="bench", disable=not progress, leave=False):
-        n = max(per_round, level)
-        recs, wall = run_level(t, level, n, max_tokens=max_tokens, client=clients[t.name])
+    steps: list[tuple[int, Target | str]] = []
+    for r in range(rounds):
+        order: list[tuple[int, Target | str]] = [(level, t) for level in levels for t in targets
+                                                 if level in levels_for.get(t.name, levels)]
+        order += [(0, name) for name in references]
+        steps += order if r % 2 == 0 else order[::-1]
+    for level, t in tqdm(steps, desc="bench", disable=not progress, leave=False):
+        if isinstance(t, str):
+            out.setdefault(t, []).append(references[t]())
+            continue
+        recs, wall = run_level(t, level, max(per_round, level), max_tokens=max_tokens, client=clients[t.name])
         old_recs, old_wall = cells.get((t.name, level), ([], 0.0))
         cells[(t.name, level)] = (old_recs + recs, old_wall + wall)
-    return [summarize(t.name, level, *cells[(t.name, level)]) for t in targets for level in levels]
+    return [summarize(t.name, level, *cells[(t.name, level)]) for t in targets for level in levels
+            if (t.name, level) in cells]
 
 
 # ---------------------------------------------------------------- the limits: engine and memory
@@ -257,6 +272,56 @@ def run_llama_bench(gguf: str | os.PathLike, *, threads: int, n_prompt: int = 64
         raise LabkitError(f"llama-bench failed (exit {proc.returncode}).", tried=" ".join(argv),
                           log_tail=proc.stderr[-2000:])
     return parse_llama_bench(proc.stdout)
+
+
+def parse_batched_bench(text: str) -> dict[int, dict]:
+    """{parallel sequences: row} from `llama-batched-bench --output-format jsonl`; a row keeps speed_tg (the
+    aggregate decode tok/s of all sequences together) and speed_pp."""
+    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return {row["pl"]: {"parallel": row["pl"], "speed_tg": row["speed_tg"], "speed_pp": row["speed_pp"],
+                        "threads": row["n_threads"], "n_gen": row["tg"]} for row in rows}
+
+
+def run_batched_bench(gguf: str | os.PathLike, *, threads: int, parallel: Sequence[int] = (1, 4),
+                      n_prompt: int = 32, n_gen: int = 64, timeout: float = 600) -> dict[int, dict]:
+    """llama-batched-bench: the engine decoding 1 and N sequences in one batch, no HTTP, no sampling — how much
+    continuous batching can gain at best on this CPU with this weight format."""
+    from .servers.install import find_llama_tool
+    binary = find_llama_tool("llama-batched-bench")
+    if not binary:
+        raise LabkitError("llama-batched-bench was not found next to llama-server.", fix="Run `labkit setup`.")
+    argv = [str(binary), "-m", str(gguf), "-t", str(threads), "-c", "4096", "-npp", str(n_prompt),
+            "-ntg", str(n_gen), "-npl", ",".join(map(str, parallel)), "--output-format", "jsonl"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise LabkitError(f"llama-batched-bench failed (exit {proc.returncode}).", tried=" ".join(argv),
+                          log_tail=proc.stderr[-2000:])
+    return parse_batched_bench(proc.stdout)
+
+
+def requantized(quant: str, gguf: str | os.PathLike | None = None, *, timeout: float = 600) -> Path:
+    """The lab's GGUF converted to another weight format by llama-quantize (cached in the labkit home), to see
+    how the format decides which CPU kernels run. Requantizing a 4-bit model loses a little quality: for
+    measuring speed, not for answers."""
+    from .home import subdir
+    from .models import model_path
+    from .servers.install import find_llama_tool
+    src = Path(gguf) if gguf else model_path()
+    out = subdir("models") / f"{src.stem.split('.')[0]}.{quant}-from-{src.stem.split('.')[-1]}.gguf"
+    if out.is_file():
+        return out
+    binary = find_llama_tool("llama-quantize")
+    if not binary:
+        raise LabkitError("llama-quantize was not found next to llama-server.", fix="Run `labkit setup`.")
+    partial = out.with_suffix(".partial")
+    argv = [str(binary), "--allow-requantize", str(src), str(partial), quant]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise LabkitError(f"llama-quantize to {quant} failed (exit {proc.returncode}).", tried=" ".join(argv),
+                          log_tail=(proc.stdout + proc.stderr)[-2000:], fix="Is the format name right (Q4_0, Q8_0…)?")
+    partial.replace(out)
+    return out
 
 
 def read_bandwidth(*, mib: int = 256, threads: int = 2, repeats: int = 5) -> float:
@@ -348,27 +413,45 @@ class Ratio:
 
 
 def compute_ratios(m: dict) -> list[Ratio]:
-    """The six ratios from a dict of measurements (keys below; missing ones give value None with the reason)."""
+    """The six ratios from a dict of measurements (keys below; missing ones give value None with the reason).
+    The notes carry the engine-side measurement that explains a ratio when it falls short."""
     def div(a: str, b: str) -> float | None:
         x, y = m.get(a), m.get(b)
         return x / y if x and y else None
-    ollama_note = f"Ollama engine: {m.get('ollama_engine', 'unknown')}" if m.get("ollama_decode_tps") else \
-        m.get("ollama_missing", "Ollama not measured")
+    api_tg = "llama_bench_tg_api" if m.get("llama_bench_tg_api") else "llama_bench_tg"
+    api_threads = m.get("api_threads", m.get("threads"))
+    all_decode = "decode_tps_all" if m.get("decode_tps_all") else "client_decode_tps"
+    ollama_note = f"Ollama engine: {m.get('ollama_engine', 'unknown')}, num_thread {m.get('threads')}" \
+        if m.get("ollama_decode_tps") else m.get("ollama_missing", "Ollama not measured")
+    if m.get("ollama_decode_tps_api") and m.get("client_decode_tps"):
+        ollama_note += (f"; at {api_threads} thread(s) {m['ollama_decode_tps_api'] / m['client_decode_tps']:.2f}"
+                        " (its server + runner processes relay each token)")
     bw = m.get("read_bandwidth")
     limit = m.get("llama_bench_tg") and m.get("model_bytes") and bw and m["llama_bench_tg"] * m["model_bytes"] / bw
+    api_note = f"llama-bench tg{m.get('n_gen', '')} at {api_threads} thread(s), same GGUF"
+    if m.get("decode_tps_all") and m.get("llama_bench_tg") and api_threads != m.get("threads"):
+        api_note += (f"; at {m['threads']} threads {m['decode_tps_all'] / m['llama_bench_tg']:.2f} "
+                     "(client + HTTP thread take cycles from the engine's threads)")
+    batch_note = "continuous batching: 4 sequences share each pass over the weights"
+    if m.get("engine_batch_ratio"):
+        batch_note = f"the engine itself (llama-batched-bench, no HTTP): {m['engine_batch_ratio']:.2f}x"
+    bw_note = f"{(bw or 0) / 1e9:.1f} GB/s measured, {(m.get('model_bytes') or 0) / 1e6:.0f} MB read per token"
+    if m.get("tg_scaling") and m.get("bw_scaling"):
+        bound = "compute-bound" if m["tg_scaling"] > 1.1 * m["bw_scaling"] else "bandwidth-bound"
+        bw_note += (f"; 1→{m['threads']} threads: tg x{m['tg_scaling']:.2f}, bandwidth x{m['bw_scaling']:.2f}"
+                    f" → {bound}")
     return [
         Ratio("client decode ÷ server timings.predicted_per_second", div("client_decode_tps", "server_decode_tps"),
               0.97, note="same requests; the gap is HTTP + SSE + Python on the shared cores"),
-        Ratio("API decode (openai-python stream) ÷ llama-bench tg", div("client_decode_tps", "llama_bench_tg"), 0.95,
-              note=f"llama-bench tg{m.get('n_gen', '')} at {m.get('threads')} threads, same GGUF"),
+        Ratio("API decode (openai-python stream) ÷ llama-bench tg", div("client_decode_tps", api_tg), 0.95,
+              note=api_note),
         Ratio("labkit.sse CPU per chunk ÷ json.loads per chunk", m.get("sse_ratio"), 2.0, higher_is_better=False,
               note=f"{m.get('sse_us', float('nan')):.1f} µs vs {m.get('json_us', float('nan')):.1f} µs per chunk"),
         Ratio("aggregate tok/s at 4 streams ÷ 1 stream (--parallel 4)", div("output_tps_4", "output_tps_1"), 1.5,
-              note="continuous batching: 4 sequences share each pass over the weights"),
-        Ratio("Ollama decode ÷ llama-server decode (same GGUF, threads)", div("ollama_decode_tps",
-              "client_decode_tps"), 0.90, note=ollama_note),
-        Ratio("llama-bench tg × model bytes ÷ read bandwidth", limit or None, 0.45,
-              note=f"{(bw or 0) / 1e9:.1f} GB/s measured, {(m.get('model_bytes') or 0) / 1e6:.0f} MB read per token"),
+              note=batch_note),
+        Ratio("Ollama decode ÷ llama-server decode (same GGUF, threads)", div("ollama_decode_tps", all_decode),
+              0.90, note=ollama_note),
+        Ratio("llama-bench tg × model bytes ÷ read bandwidth", limit or None, 0.45, note=bw_note),
     ]
 
 
@@ -386,10 +469,11 @@ def format_ratios(ratios: Sequence[Ratio]) -> str:
 # ---------------------------------------------------------------- the whole benchmark
 
 def default_threads() -> int:
-    """One core fewer than the machine has: the client needs a core too. Measured here on 2 shared cores:
-    llama-server --threads 2 decoded 1-5 tok/s (its threads spin at a barrier while one is descheduled),
-    --threads 1 decoded 17-32 tok/s in the same interleaved run."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """All cores, as llama.cpp itself defaults to: measured here on a quiet 2-core machine (interleaved A/B,
+    128 tokens), --threads 2 decoded 113 tok/s vs 80 at --threads 1, and 154 vs 96 aggregate at 4 streams.
+    On a *busy* machine fewer threads win (lesson 13, traps), and the API-overhead ratio is measured on a second
+    server that leaves a core to the client (`api_threads`)."""
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -397,14 +481,20 @@ class Settings:
     """How much to measure: `quick()` fits a lesson's time budget, the defaults are for the CLI."""
 
     threads: int = field(default_factory=lambda: default_threads())
-    max_tokens: int = 64
-    requests: int = 8
-    rounds: int = 2
+    max_tokens: int = 128
+    requests: int = 9
+    rounds: int = 3
     levels: tuple[int, ...] = (1, 2, 4)
-    bench_reps: int = 3
+    bench_reps: int = 1  # llama-bench repetitions per round (each round runs it again, between the servers)
     bandwidth_mib: int = 256
     ollama: bool = True
     port: int = BENCH_PORT
+    model: str | None = None  # a GGUF other than the lab's (e.g. another quantization of it)
+
+    @property
+    def api_threads(self) -> int:
+        """Threads of the server that measures API overhead: one core is left for the client and HTTP."""
+        return max(1, self.threads - 1)
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -422,10 +512,14 @@ class Report:
     def __str__(self) -> str:
         m = self.measurements
         limits = (f"engine limit  llama-bench tg{m.get('n_gen')}: {m.get('llama_bench_tg', 0):.1f} tok/s, "
-                  f"pp{m.get('n_prompt')}: {m.get('llama_bench_pp', 0):.1f} tok/s ({m.get('threads')} threads)\n"
+                  f"pp{m.get('n_prompt')}: {m.get('llama_bench_pp', 0):.1f} tok/s ({m.get('threads')} threads)"
+                  + (f"; {m['llama_bench_tg_api']:.1f} tok/s at {m['api_threads']}"
+                     if m.get("llama_bench_tg_api") and m.get("api_threads") != m.get("threads") else "") + "\n"
+                  f"batching      llama-batched-bench 4 sequences ÷ 1: {m.get('engine_batch_ratio', 0):.2f}x\n"
                   f"memory limit  {m.get('read_bandwidth', 0) / 1e9:.1f} GB/s ÷ {m.get('model_bytes', 0) / 1e6:.0f} MB"
                   f" = {m.get('bandwidth_tps', 0):.0f} tok/s at most")
-        return "\n\n".join([format_summaries(self.summaries), limits, format_ratios(self.ratios)])
+        return "\n\n".join([f"model {m.get('model')}", format_summaries(self.summaries), limits,
+                            format_ratios(self.ratios)])
 
     def to_json(self) -> dict:
         return {"summaries": [asdict(s) for s in self.summaries], "measurements": self.measurements,
@@ -433,53 +527,105 @@ class Report:
 
 
 def ollama_engine(server) -> str:
-    """Which engine Ollama ran the model on, read from its log: its own Go engine or the llama.cpp runner."""
+    """Which engine ran the model, from Ollama's log: `runner --ollama-engine --model …` is its Go engine on ggml,
+    `runner --model …` its vendored llama.cpp (the default for models the Go engine isn't required for, unless
+    OLLAMA_NEW_ENGINE=1)."""
     text = server.log_tail(4000) if server.proc else ""
-    if not text and server.log_path is None:
+    if not text:
         from .home import subdir
-        log = subdir("logs") / f"ollama-{server.port}.log"
-        text = log.read_text(errors="replace")[-200_000:] if log.exists() else ""
-    if "--ollama-engine" in text or "ollamarunner" in text or "new engine" in text.lower():
-        return "ollama (Go engine on ggml)"
-    if "llama runner" in text or "llamarunner" in text:
-        return "llama.cpp runner"
-    return "unknown (log not readable)"
+        log = server.log_path or subdir("logs") / f"ollama-{server.port}.log"
+        text = log.read_text(errors="replace")[-400_000:] if log.exists() else ""
+    return engine_from_log(text)
+
+
+def engine_from_log(text: str) -> str:
+    """Pure part of `ollama_engine`, tested on a recorded Ollama log. Runner starts without `--model` only
+    discover devices; the last one with `--model` serves the model."""
+    starts = [line for line in text.splitlines() if "starting runner" in line and "--model" in line]
+    if not starts:
+        return "unknown (no model runner started in the log)"
+    return "ollama (Go engine on ggml)" if "--ollama-engine" in starts[-1] else "llama.cpp runner (compatibility mode)"
+
+
+def ollama_target(threads: int, *, name: str = "ollama", warm_tokens: int = 4) -> tuple[Target, str]:
+    """Ollama on the lab's model with num_thread = `threads` (a derived model: `/v1` can't send options), warmed
+    up so loading the runner is not measured; and which engine ran it."""
+    import labkit
+    from .servers.ollama import derive_model
+    ollama = labkit.up("ollama", export=False, quiet=True)
+    model = derive_model(ollama, f"{ollama.model}-t{threads}", num_thread=threads)
+    target = Target(name, ollama.base_url, model, ollama.key)
+    stream_once(client_for(target, timeout=180), target, max_tokens=warm_tokens)  # loads the runner
+    return target, ollama_engine(ollama)
 
 
 def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
-    """Start the benchmark's llama-server (fixed threads, --parallel 4), find Ollama, measure everything."""
+    """Start the benchmark's llama-servers (all threads, and one core fewer for the API-overhead ratios, both
+    --parallel 4), find Ollama, measure everything in one interleaved run."""
     import labkit
-    from .models import model_path
+    from .models import check_gguf, model_path
     s = settings or Settings()
-    gguf = model_path()
-    llama = labkit.up("llamacpp", port=s.port, alias="smollm2-bench", threads=s.threads, parallel=4,
-                      export=False, quiet=True)
-    targets = [Target.from_server(llama, "llama-server")]
-    m: dict = {"threads": s.threads, "max_tokens": s.max_tokens}
+    gguf = check_gguf(Path(s.model)) if s.model else model_path()
+    common: dict = dict(parallel=4, export=False, quiet=True)
+    alias = "smollm2-bench"
+    if s.model:
+        common["model"], alias = str(gguf), f"{gguf.stem}-bench"
+    main = labkit.up("llamacpp", port=s.port, alias=alias, threads=s.threads, **common)
+    targets = [Target.from_server(main, "llama-server")]
+    levels_for: dict[str, Sequence[int]] = {}
+    api_name = "llama-server"
+    if s.api_threads != s.threads:
+        api = labkit.up("llamacpp", port=s.port + 1, alias=alias + "-api", threads=s.api_threads, **common)
+        api_name = f"llama-server t{s.api_threads}"
+        targets.append(Target.from_server(api, api_name))
+        levels_for[api_name] = (1,)
+    m: dict = {"model": gguf.name, "threads": s.threads, "api_threads": s.api_threads, "max_tokens": s.max_tokens}
     if s.ollama:
         try:
-            ollama = labkit.up("ollama", export=False, quiet=True)
-            otarget = Target.from_server(ollama, "ollama")
-            stream_once(client_for(otarget, timeout=180), otarget, max_tokens=4)  # answers at all? (loads the model)
+            otarget, m["ollama_engine"] = ollama_target(s.threads)
             targets.append(otarget)
-            m["ollama_engine"] = ollama_engine(ollama)
+            levels_for["ollama"] = (1,)
+            if s.api_threads != s.threads:  # Ollama's server and runner need a core too: see it at one fewer
+                oapi, _ = ollama_target(s.api_threads, name=f"ollama t{s.api_threads}")
+                targets.append(oapi)
+                levels_for[oapi.name] = (1,)
         except Exception as exc:  # noqa: BLE001 - a broken Ollama drops its ratio, not the whole benchmark
             m["ollama_missing"] = f"Ollama not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-    summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=s.max_tokens,
-                           rounds=s.rounds, progress=progress)
+    n = s.max_tokens
+    refs: dict[str, Callable[[], object]] = {  # the engine and memory limits, measured between the targets
+        "llama-bench": lambda: run_llama_bench(gguf, threads=s.threads, n_prompt=n, n_gen=n,
+                                               repetitions=s.bench_reps),
+        "llama-batched-bench": lambda: run_batched_bench(gguf, threads=s.threads, parallel=(1, 4), n_gen=n),
+        "bandwidth": lambda: read_bandwidth(mib=s.bandwidth_mib, threads=s.threads)}
+    if s.api_threads != s.threads:
+        refs["llama-bench api"] = lambda: run_llama_bench(gguf, threads=s.api_threads, n_prompt=n, n_gen=n,
+                                                          repetitions=s.bench_reps)
+        if s.api_threads == 1:  # how decode and bandwidth scale from 1 thread to all: which one is the limit
+            refs["bandwidth 1"] = lambda: read_bandwidth(mib=s.bandwidth_mib, threads=1)
+    got: dict[str, list] = {}
+    summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=n, rounds=s.rounds,
+                           progress=progress, levels_for=levels_for, references=refs, reference_results=got)
     by = {(x.target, x.concurrency): x for x in summaries}
-    one = by[("llama-server", 1)]
-    m.update(client_decode_tps=one.decode_tps_med, server_decode_tps=one.server_decode_tps_med,
-             output_tps_1=one.output_tps, output_tps_4=by.get(("llama-server", 4), one).output_tps)
+    one, api_one = by[("llama-server", 1)], by[(api_name, 1)]
+    m.update(client_decode_tps=api_one.decode_tps_med, server_decode_tps=api_one.server_decode_tps_med,
+             decode_tps_all=one.decode_tps_med, output_tps_1=one.output_tps,
+             output_tps_4=by.get(("llama-server", 4), one).output_tps)
     if ("ollama", 1) in by:
         m["ollama_decode_tps"] = by[("ollama", 1)].decode_tps_med
-    bench = run_llama_bench(gguf, threads=s.threads, n_prompt=s.max_tokens, n_gen=s.max_tokens,
-                            repetitions=s.bench_reps)
-    tg, pp = bench[f"tg{s.max_tokens}"], bench[f"pp{s.max_tokens}"]
-    m.update(llama_bench_tg=tg["tokens_per_s"], llama_bench_pp=pp["tokens_per_s"], model_bytes=tg["model_bytes"],
-             n_gen=s.max_tokens, n_prompt=s.max_tokens)
-    m["read_bandwidth"] = read_bandwidth(mib=s.bandwidth_mib, threads=s.threads)
+    if (f"ollama t{s.api_threads}", 1) in by:
+        m["ollama_decode_tps_api"] = by[(f"ollama t{s.api_threads}", 1)].decode_tps_med
+    med = statistics.median
+    m.update(llama_bench_tg=med(b[f"tg{n}"]["tokens_per_s"] for b in got["llama-bench"]),
+             llama_bench_pp=med(b[f"pp{n}"]["tokens_per_s"] for b in got["llama-bench"]),
+             model_bytes=got["llama-bench"][0][f"tg{n}"]["model_bytes"], n_gen=n, n_prompt=n,
+             engine_batch_ratio=med(b[4]["speed_tg"] / b[1]["speed_tg"] for b in got["llama-batched-bench"]),
+             read_bandwidth=max(got["bandwidth"]))  # bandwidth: the best is the hardware's, the rest is noise
     m["bandwidth_tps"] = m["read_bandwidth"] / m["model_bytes"]
+    if "llama-bench api" in got:
+        m["llama_bench_tg_api"] = med(b[f"tg{n}"]["tokens_per_s"] for b in got["llama-bench api"])
+    if "bandwidth 1" in got:
+        m["tg_scaling"] = m["llama_bench_tg"] / m["llama_bench_tg_api"]
+        m["bw_scaling"] = m["read_bandwidth"] / max(got["bandwidth 1"])
     sse = sse_cpu_ratio(record_stream_bytes(targets[0], max_tokens=s.max_tokens))
     m.update(sse_ratio=sse["ratio"], sse_us=sse["sse_us_per_chunk"], json_us=sse["json_us_per_chunk"])
     return Report(summaries, m, compute_ratios(m))
@@ -500,6 +646,10 @@ def _arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, help="output tokens per request (fixed with ignore_eos)")
     p.add_argument("--requests", type=int, help="requests per (target, level)")
     p.add_argument("--no-ollama", action="store_true", help="llama-server only")
+    p.add_argument("--quant", metavar="TYPE", help="bench the lab's model converted to TYPE (e.g. Q4_0) by "
+                   "llama-quantize: weight formats get different CPU kernels")
+    p.add_argument("--model", metavar="GGUF", help="another GGUF than the lab's (llama-server and the engine "
+                   "references; Ollama keeps the lab's model)")
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
 
 
@@ -508,7 +658,8 @@ def cmd_bench(args) -> int:
     s.threads = args.threads
     s.max_tokens = args.max_tokens or s.max_tokens
     s.requests = args.requests or s.requests
-    s.ollama = not args.no_ollama
+    s.model = str(requantized(args.quant)) if args.quant else args.model
+    s.ollama = not args.no_ollama and not s.model
     report = run(s)
     print(report)
     if args.json:

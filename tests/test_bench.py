@@ -80,5 +80,54 @@ def test_ratios_compare_in_the_right_direction_and_say_what_is_missing():
     assert ratios
 
 
-def test_default_threads_leave_a_core_for_the_client():
-    assert 1 <= bench.default_threads() <= max(1, __import__("os").cpu_count() - 1)
+def test_default_threads_are_all_cores_and_the_api_server_leaves_one_for_the_client():
+    import os
+    assert bench.default_threads() == os.cpu_count()
+    assert bench.Settings(threads=2).api_threads == 1 and bench.Settings(threads=1).api_threads == 1
+
+
+def test_parse_batched_bench_jsonl():
+    rows = bench.parse_batched_bench((DATA / "batched_bench_t2.jsonl").read_text())
+    assert set(rows) == {1, 4} and rows[4]["threads"] == 2 and rows[4]["n_gen"] == 64
+    assert rows[1]["speed_tg"] > 0 and rows[4]["speed_tg"] > 0
+
+
+def test_ollama_engine_is_read_from_the_runner_that_got_the_model():
+    compat = (DATA / "ollama_runner_starts.log").read_text()
+    assert "--ollama-engine" in compat  # the device-discovery runner: no --model, not the one serving
+    assert bench.engine_from_log(compat) == "llama.cpp runner (compatibility mode)"
+    assert bench.engine_from_log((DATA / "ollama_runner_starts_new_engine.log").read_text()).startswith("ollama (Go")
+    assert bench.engine_from_log("").startswith("unknown")
+
+
+def test_interleave_runs_references_once_per_round_in_alternating_order():
+    calls: list[str] = []
+    refs = {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}
+    got: dict[str, list] = {}
+    assert bench.interleave([], levels=(1,), rounds=3, references=refs, reference_results=got, progress=False) == []
+    assert calls == ["a", "b", "b", "a", "a", "b"] and got == {"a": [1, 1, 1], "b": [2, 2, 2]}
+
+
+@pytest.mark.parametrize("quant", ["q4_1", "q4_0"])
+def test_recorded_full_reports_rejudge_to_what_they_printed(quant):
+    """`labkit bench --json` runs recorded on the course machine: the ratios recomputed from the measurements
+    are the ones the run printed, and the notes carry the engine-side explanation."""
+    raw = json.loads((DATA / f"report_{quant}.json").read_text())
+    again = bench.compute_ratios(raw["measurements"])
+    assert [r.value for r in again] == pytest.approx([r["value"] for r in raw["ratios"]])
+    assert [r.ok for r in again] == [r["ok"] for r in raw["ratios"]]
+    notes = " ".join(r.note for r in again)
+    assert "llama-batched-bench" in notes and "1→2 threads" in notes and "at 2 threads" in notes
+    assert raw["measurements"]["threads"] == 2 and raw["measurements"]["n_gen"] == 128
+
+
+def test_ratio_notes_explain_a_shortfall():
+    m = {"threads": 2, "api_threads": 1, "client_decode_tps": 80, "server_decode_tps": 80, "llama_bench_tg": 130,
+         "llama_bench_tg_api": 82, "decode_tps_all": 112, "output_tps_1": 110, "output_tps_4": 150,
+         "engine_batch_ratio": 1.4, "ollama_decode_tps": 80, "ollama_decode_tps_api": 76,
+         "ollama_engine": "llama.cpp runner (compatibility mode)", "model_bytes": 97e6, "read_bandwidth": 33e9,
+         "tg_scaling": 1.6, "bw_scaling": 1.1}
+    r = {x.name.split(" ")[0]: x for x in bench.compute_ratios(m)}
+    assert r["API"].value == pytest.approx(80 / 82) and "at 2 threads 0.86" in r["API"].note
+    assert r["Ollama"].value == pytest.approx(80 / 112) and "at 1 thread(s) 0.95" in r["Ollama"].note
+    assert "1.40x" in r["aggregate"].note and "compute-bound" in r["llama-bench"].note
