@@ -425,7 +425,7 @@ def compute_ratios(m: dict) -> list[Ratio]:
         if m.get("ollama_decode_tps") else m.get("ollama_missing", "Ollama not measured")
     if m.get("ollama_decode_tps_api") and m.get("client_decode_tps"):
         ollama_note += (f"; at {api_threads} thread(s) {m['ollama_decode_tps_api'] / m['client_decode_tps']:.2f}"
-                        " (its server + runner processes relay each token)")
+                        " (a core left for its Go code and the client)")
     bw = m.get("read_bandwidth")
     limit = m.get("llama_bench_tg") and m.get("model_bytes") and bw and m["llama_bench_tg"] * m["model_bytes"] / bw
     api_note = f"llama-bench tg{m.get('n_gen', '')} at {api_threads} thread(s), same GGUF"
@@ -547,6 +547,19 @@ def engine_from_log(text: str) -> str:
     return "ollama (Go engine on ggml)" if "--ollama-engine" in starts[-1] else "llama.cpp runner (compatibility mode)"
 
 
+def process_env(port: int, name: str) -> str | None:
+    """An environment variable of the process listening on `port` (e.g. GOMAXPROCS of an Ollama): what it really
+    runs with, whoever started it; None when unset or not readable."""
+    import psutil
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            try:
+                return psutil.Process(conn.pid).environ().get(name)
+            except (psutil.Error, OSError):
+                return None
+    return None
+
+
 def ollama_target(threads: int, *, name: str = "ollama", warm_tokens: int = 4) -> tuple[Target, str]:
     """Ollama on the lab's model with num_thread = `threads` (a derived model: `/v1` can't send options), warmed
     up so loading the runner is not measured; and which engine ran it."""
@@ -556,7 +569,7 @@ def ollama_target(threads: int, *, name: str = "ollama", warm_tokens: int = 4) -
     model = derive_model(ollama, f"{ollama.model}-t{threads}", num_thread=threads)
     target = Target(name, ollama.base_url, model, ollama.key)
     stream_once(client_for(target, timeout=180), target, max_tokens=warm_tokens)  # loads the runner
-    return target, ollama_engine(ollama)
+    return target, f"{ollama_engine(ollama)}, GOMAXPROCS={process_env(ollama.port, 'GOMAXPROCS') or 'Go default'}"
 
 
 def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
