@@ -131,3 +131,19 @@ def test_ratio_notes_explain_a_shortfall():
     assert r["API"].value == pytest.approx(80 / 82) and "at 2 threads 0.86" in r["API"].note
     assert r["Ollama"].value == pytest.approx(80 / 112) and "at 1 thread(s) 0.95" in r["Ollama"].note
     assert "1.40x" in r["aggregate"].note and "compute-bound" in r["llama-bench"].note
+
+
+def test_requantized_model_is_a_smaller_gguf_and_cached():
+    """`labkit bench --quant Q4_0`: llama-quantize converts the lab's model once; the next call reuses it."""
+    from labkit.models import check_gguf, model_path
+    out = bench.requantized("Q4_0")
+    assert check_gguf(out) == out and out.stat().st_size < model_path().stat().st_size
+    mtime = out.stat().st_mtime_ns
+    assert bench.requantized("Q4_0") == out and out.stat().st_mtime_ns == mtime
+    assert not list(out.parent.glob("*.partial"))
+
+
+def test_requantize_to_an_unknown_format_is_a_clear_error():
+    from labkit.errors import LabkitError
+    with pytest.raises(LabkitError, match="llama-quantize to NOPE9 failed"):
+        bench.requantized("NOPE9")
