@@ -13,9 +13,14 @@ those times (pure functions below, unit-tested on recorded runs in data/bench/):
 - decode tokens/s of one request = (tokens - 1) / (last delta - first delta);
 - output tok/s of a level = all tokens / wall time; request throughput = requests / wall time.
 
-The reference limits come from llama-bench (`tg`/`pp` on the same GGUF and threads: the engine without HTTP)
-and from a memory read-bandwidth measurement: decoding reads every weight once per token, so
-tokens/s x model bytes can never exceed the bytes/s the memory delivers.
+The reference limits come from llama-bench (`tg`/`pp` on the same GGUF and threads: the engine without HTTP),
+llama-batched-bench (the engine decoding 1 and 4 sequences in one batch: the most batching can gain) and a
+memory read-bandwidth measurement: decoding reads every weight once per token, so tokens/s x model bytes can
+never exceed the bytes/s the memory delivers. `run()` measures them *between* the servers, round by round, as
+it does A/B targets: on a shared machine two numbers taken a minute apart differ by the machine's drift.
+
+`run()` is what `labkit bench` prints: per-level tables, the limits, and six ratios with their targets, each
+with a note that carries the measurement explaining it when it falls short.
 """
 from __future__ import annotations
 
