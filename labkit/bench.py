@@ -537,8 +537,8 @@ def ollama_engine(server) -> str:
     OLLAMA_NEW_ENGINE=1)."""
     text = server.log_tail(4000) if server.proc else ""
     if not text:
-        from .home import subdir
-        log = server.log_path or subdir("logs") / f"ollama-{server.port}.log"
+        from .servers.ollama import log_path
+        log = server.log_path or log_path(server.port)
         text = log.read_text(errors="replace")[-400_000:] if log.exists() else ""
     return engine_from_log(text)
 
@@ -552,29 +552,17 @@ def engine_from_log(text: str) -> str:
     return "ollama (Go engine on ggml)" if "--ollama-engine" in starts[-1] else "llama.cpp runner (compatibility mode)"
 
 
-def process_env(port: int, name: str) -> str | None:
-    """An environment variable of the process listening on `port` (e.g. GOMAXPROCS of an Ollama): what it really
-    runs with, whoever started it; None when unset or not readable."""
-    import psutil
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            try:
-                return psutil.Process(conn.pid).environ().get(name)
-            except (psutil.Error, OSError):
-                return None
-    return None
-
-
 def ollama_target(threads: int, *, name: str = "ollama", warm_tokens: int = 4) -> tuple[Target, str]:
     """Ollama on the lab's model with num_thread = `threads` (a derived model: `/v1` can't send options), warmed
     up so loading the runner is not measured; and which engine ran it."""
     import labkit
+    from .procs import listener_env
     from .servers.ollama import derive_model
     ollama = labkit.up("ollama", export=False, quiet=True)
     model = derive_model(ollama, f"{ollama.model}-t{threads}", num_thread=threads)
     target = Target(name, ollama.base_url, model, ollama.key)
     stream_once(client_for(target, timeout=180), target, max_tokens=warm_tokens)  # loads the runner
-    return target, f"{ollama_engine(ollama)}, GOMAXPROCS={process_env(ollama.port, 'GOMAXPROCS') or 'Go default'}"
+    return target, f"{ollama_engine(ollama)}, GOMAXPROCS={listener_env(ollama.port, 'GOMAXPROCS') or 'Go default'}"
 
 
 def run(settings: Settings | None = None, *, progress: bool = True) -> Report:

@@ -98,6 +98,19 @@ def wait_gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
+def listener_env(port: int, name: str) -> str | None:
+    """An environment variable of the process listening on `port` (e.g. an Ollama's GOMAXPROCS): what it really
+    runs with, whoever started it; None when unset or not readable."""
+    import psutil
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            try:
+                return psutil.Process(conn.pid).environ().get(name)
+            except (psutil.Error, OSError):
+                return None
+    return None
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -175,13 +175,13 @@ def test_ollama_derived_model_from_a_missing_base_fails_clearly():
 
 def test_ollama_go_runtime_leaves_the_compute_cores(monkeypatch):
     """Ollama's Go code runs on the CPUs its compute threads leave free (at least 1); the live process has it."""
-    from labkit.bench import process_env
+    from labkit.procs import listener_env
     from labkit.servers import ollama as oll
     server = labkit.up("ollama", export=False, quiet=True)
     if server.owned:
         expected = os.environ.get("GOMAXPROCS") or oll.go_procs()
         assert psutil.Process(server.proc.pid).environ()["GOMAXPROCS"] == expected
-        assert process_env(server.port, "GOMAXPROCS") == expected  # what `labkit bench` reports
+        assert listener_env(server.port, "GOMAXPROCS") == expected  # what `labkit bench` reports
     for logical, physical, want in ((2, 2, "1"), (8, 4, "4"), (1, 1, "1"), (16, None, "1")):
         monkeypatch.setattr(oll.os, "cpu_count", lambda: logical)
         monkeypatch.setattr(psutil, "cpu_count", lambda logical=True, _p=physical: _p)

@@ -51,6 +51,11 @@ def ollama_env(host: str, port: int) -> dict[str, str]:
             "GOMAXPROCS": os.environ.get("GOMAXPROCS", go_procs())}
 
 
+def log_path(port: int) -> Path:
+    """Where the Ollama that labkit starts on `port` writes its log (lessons read its config and runner lines)."""
+    return subdir("logs") / f"ollama-{port}.log"
+
+
 def is_ollama(host: str, port: int) -> str | None:
     """Ollama's version when host:port is an Ollama server, else None."""
     try:
@@ -133,7 +138,7 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str 
                                 fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set LABKIT_OLLAMA_PORT.")
         server = Server("ollama", host, port, name)
     else:
-        log = subdir("logs") / f"ollama-{port}.log"
+        log = log_path(port)
         proc = ManagedProcess([str(binary_path), "serve"], log_path=log, env=ollama_env(host, port),
                               tie_to_parent=not detached)
         server = Server("ollama", host, port, name, proc=proc, log_path=log)
