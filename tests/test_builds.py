@@ -1,0 +1,238 @@
+"""Builds that run where they are built: the CPU flags for machines CI never sees (AMX, arm64), the fallback
+from a binary that dies with SIGILL to a portable rebuild, the stamp that decides re-smoke vs rebuild, and the
+lock that makes a lesson wait for a build already running. Fake binaries stand in for the CPU we don't have."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import cpu as cpumod
+from labkit.cpu import NO_AMX, Cpu, compiler_flags, first_flavour, llama_cmake_args, parse_cpuinfo
+from labkit.errors import BinaryError
+from labkit.home import data_dir
+from labkit.servers import install
+from labkit.servers.install import STAMP, build_until_it_runs, ensure_runs_here, read_stamp, runs_here, signal_in
+from labkit.servers.smoke import Smoke, signal_of, smoke_llama_cpp
+
+CPUS = data_dir() / "cpu"
+XEON = parse_cpuinfo((CPUS / "xeon_avx512_no_amx.cpuinfo").read_text(), "x86_64")
+XEON_AMX = parse_cpuinfo((CPUS / "xeon_with_amx.cpuinfo").read_text(), "x86_64")
+ARM = Cpu(arch="aarch64", model="Neoverse-N1", flags=frozenset({"fp", "asimd", "crc32"}))
+
+
+# ------------------------------------------------------------------------------------------- flags (pure)
+def test_cpuinfo_is_read_into_model_and_flags():
+    assert XEON.model == "Intel(R) Xeon(R) Processor @ 2.50GHz"
+    assert {"avx2", "fma", "f16c", "avx512f"} <= XEON.flags and not XEON.has_amx
+    assert XEON_AMX.has_amx and XEON_AMX.fingerprint != XEON.fingerprint
+
+
+def test_native_on_x86_is_native_minus_amx_and_arm_gets_no_x86_flags():
+    for cpu in (XEON, XEON_AMX):
+        assert compiler_flags(cpu, "native") == ["-march=native", *NO_AMX]
+        args = llama_cmake_args(cpu, "native")
+        assert "-DGGML_NATIVE=ON" in args and any(a.startswith("-DCMAKE_C_FLAGS=") and "-mno-amx-tile" in a
+                                                 for a in args)
+    assert compiler_flags(ARM, "native") == ["-march=native"]
+    assert not any("amx" in a or "avx" in a.lower() for a in llama_cmake_args(ARM, "native") +
+                   llama_cmake_args(ARM, "portable") + compiler_flags(ARM, "portable"))
+
+
+def test_portable_uses_only_the_levels_the_cpu_reports():
+    assert compiler_flags(XEON, "portable") == ["-msse4.2", "-mavx", "-mavx2", "-mfma", "-mf16c", "-mbmi2"]
+    old = Cpu("x86_64", "Old Xeon", frozenset({"sse4_2", "avx"}))  # no AVX2: a portable build must not use it
+    assert compiler_flags(old, "portable") == ["-msse4.2", "-mavx"]
+    args = llama_cmake_args(old, "portable")
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AVX2=OFF" in args and "-DGGML_AVX=ON" in args
+    assert "-DGGML_AVX512=OFF" in args and "-DGGML_AMX_INT8=OFF" in args
+    with pytest.raises(ValueError):
+        compiler_flags(XEON, "fastest")
+
+
+def test_a_compiler_that_refuses_the_native_flags_goes_straight_to_portable():
+    assert first_flavour(XEON, accepts=lambda flags: True) == "native"
+    assert first_flavour(XEON, accepts=lambda flags: "-mno-amx-tile" not in flags) == "portable"
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_no_amx_flags_beat_an_amx_march_in_the_real_compiler():
+    """What -march=native means on an AMX Xeon, faked with -march=sapphirerapids: AMX is on unless our flags
+    switch it off, wherever they stand on the command line (ggml puts -march=native after CMAKE_C_FLAGS)."""
+    def amx_defines(*flags: str) -> list[str]:
+        out = subprocess.run(["gcc", *flags, "-dM", "-E", "-"], input="", capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"this gcc does not know {flags}: {out.stderr[:200]}")
+        return [ln for ln in out.stdout.splitlines() if "__AMX" in ln]
+
+    assert amx_defines("-march=sapphirerapids"), "the fake AMX CPU must enable AMX, or this test proves nothing"
+    assert amx_defines("-march=sapphirerapids", *NO_AMX) == []
+    assert amx_defines(*NO_AMX, "-march=sapphirerapids") == []
+    assert cpumod.compiler_accepts(compiler_flags(cpumod.this_cpu(), "native"))
+
+
+def test_signals_are_named_from_exit_codes_and_from_go_error_text():
+    assert signal_of(-signal.SIGILL) == "SIGILL" and signal_of(0) is None and signal_of(1) is None
+    body = '{"error":"llama runner process has terminated: signal: illegal instruction (core dumped)"}'
+    assert signal_in(body) == "SIGILL"
+    assert signal_in("runner: signal: segmentation fault") == "SIGSEGV"
+    assert signal_in("model not found") is None
+
+
+# ------------------------------------------------------------------------------------------- fake binaries
+def fake_binary(path: Path, behaviour: str) -> Path:
+    """A program that behaves like a build on some CPU: `sigill` kills itself as an AMX kernel would."""
+    body = {"sigill": "kill -ILL $$", "ok": "exit 0", "fail": "echo 'model load failed' >&2; exit 1"}[behaviour]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def run_fake(prefix: Path) -> Smoke:
+    """The smoke rule on a fake: run it; a death by signal is reported as that signal."""
+    p = subprocess.run([str(prefix / "bin" / "tool")], capture_output=True, text=True, timeout=10)
+    if p.returncode == 0:
+        return Smoke(ok=True, passed=["tool ran"])
+    return Smoke(ok=False, error=f"exit {p.returncode}", signal=signal_of(p.returncode), log_tail=p.stderr)
+
+
+def fake_build(behaviours: dict[str, str], calls: list[str]):
+    def build(flavour: str, dest: Path) -> dict:
+        calls.append(flavour)
+        if behaviours[flavour] == "nobuild":
+            raise BinaryError(f"undefined reference to `ggml_backend_amx_buffer_type' ({flavour})",
+                              log_tail="ld: ggml-cpu.cpp: undefined reference")
+        fake_binary(dest / "bin" / "tool", behaviours[flavour])
+        return {"flags": [f"--{flavour}"], "version": "test"}
+    return build
+
+
+def test_sigill_in_the_native_build_rebuilds_portable_once_and_says_so(tmp_path):
+    calls, said = [], []
+    prefix = tmp_path / "tool" / "1.0"
+    record = build_until_it_runs("tool", prefix, build=fake_build({"native": "sigill", "portable": "ok"}, calls),
+                                 smoke=run_fake, cpu=XEON_AMX, first="native", say=said.append)
+    assert calls == ["native", "portable"] and record["flavour"] == "portable"
+    assert len(said) == 1 and "SIGILL" in said[0] and "portable" in said[0]
+    assert read_stamp(prefix)["smoke"]["passed"] == ["tool ran"] and runs_here(read_stamp(prefix), XEON_AMX)
+    assert read_stamp(prefix)["built_on"]["fingerprint"] == XEON_AMX.fingerprint
+    assert not prefix.with_name("1.0.partial").exists()
+
+
+def test_a_native_build_that_runs_is_kept_without_a_second_build(tmp_path):
+    calls = []
+    record = build_until_it_runs("tool", tmp_path / "p", build=fake_build({"native": "ok", "portable": "ok"}, calls),
+                                 smoke=run_fake, cpu=XEON, first="native", say=lambda _: None)
+    assert calls == ["native"] and record["flavour"] == "native" and record["flags"] == ["--native"]
+
+
+def test_a_native_build_that_does_not_link_falls_back_to_portable(tmp_path):
+    calls, said = [], []
+    record = build_until_it_runs("ollama", tmp_path / "p", smoke=run_fake, cpu=XEON_AMX, first="native",
+                                 build=fake_build({"native": "nobuild", "portable": "ok"}, calls), say=said.append)
+    assert calls == ["native", "portable"] and record["flavour"] == "portable" and "build failed" in said[0]
+
+
+def test_when_every_build_dies_the_error_names_signal_flags_and_log_and_nothing_is_installed(tmp_path):
+    prefix = tmp_path / "p"
+    with pytest.raises(BinaryError) as err:
+        build_until_it_runs("tool", prefix, build=fake_build({"native": "sigill", "portable": "sigill"}, []),
+                            smoke=run_fake, cpu=XEON_AMX, first="native", say=lambda _: None)
+    text = str(err.value)
+    assert "SIGILL" in text and "--native" in text and "--portable" in text and XEON_AMX.model in text
+    assert not prefix.exists() and not prefix.with_name("p.partial").exists()
+
+
+def test_a_failure_that_is_not_a_signal_is_not_rebuilt(tmp_path):
+    calls = []
+    with pytest.raises(BinaryError, match="model load failed"):
+        build_until_it_runs("tool", tmp_path / "p", build=fake_build({"native": "fail", "portable": "ok"}, calls),
+                            smoke=run_fake, cpu=XEON, first="native", say=lambda _: None)
+    assert calls == ["native"]
+
+
+def test_another_cpu_means_a_new_smoke_test_not_a_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    prefix = tmp_path / "p"
+    build_until_it_runs("tool", prefix, build=fake_build({"native": "ok", "portable": "ok"}, []), smoke=run_fake,
+                        cpu=XEON, first="native", say=lambda _: None)
+    calls, said = [], []
+    stamp = ensure_runs_here("tool", prefix, build=fake_build({"native": "ok", "portable": "ok"}, calls),
+                             smoke=run_fake, cpu=XEON_AMX, say=said.append)
+    assert calls == [] and runs_here(stamp, XEON_AMX) and stamp["built_on"]["fingerprint"] == XEON.fingerprint
+    assert "smoke-testing it again" in said[0]
+    assert ensure_runs_here("tool", prefix, build=fake_build({}, calls), smoke=None, cpu=XEON_AMX) == stamp  # type: ignore[arg-type]
+
+
+def test_another_cpu_that_kills_the_binary_gets_a_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(install, "first_flavour", lambda cpu: "native")
+    prefix = tmp_path / "p"
+    build_until_it_runs("tool", prefix, build=fake_build({"native": "sigill", "portable": "ok"}, []),
+                        smoke=lambda p: Smoke(ok=True, passed=["ran on the old CPU"]), cpu=XEON, first="native",
+                        say=lambda _: None)
+    calls, said = [], []
+    stamp = ensure_runs_here("tool", prefix, build=fake_build({"native": "sigill", "portable": "ok"}, calls),
+                             smoke=run_fake, cpu=XEON_AMX, say=said.append)
+    assert calls == ["native", "portable"] and stamp["flavour"] == "portable" and runs_here(stamp, XEON_AMX)
+    assert "smoke-testing it again" in said[0] and "dies with SIGILL here" in said[1]
+
+
+def test_the_real_llama_smoke_test_reports_sigill_from_a_dying_llama_bench(tmp_path):
+    for name in install.LLAMA_CPP_TARGETS:
+        fake_binary(tmp_path / "bin" / name, "sigill")
+    result = smoke_llama_cpp(tmp_path, timeout=20)
+    assert not result.ok and result.signal == "SIGILL" and "llama-bench" in result.error
+
+
+def test_a_lab_build_counts_only_with_a_stamp_from_this_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    for var in ("LLAMA_SERVER_BIN", "OLLAMA_BIN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    prefix = install.ollama_prefix()
+    fake_binary(prefix / "bin" / "ollama", "ok")
+    assert install.find_ollama() is None, "compiled is not installed"
+    here = cpumod.this_cpu()
+    (prefix / STAMP).write_text(json.dumps({"flavour": "native", "smoke": Smoke(ok=True, passed=["x"]).stamp(XEON_AMX)}))
+    assert install.find_ollama() is None, "a stamp from another CPU does not count"
+    (prefix / STAMP).write_text(json.dumps({"flavour": "native", "smoke": Smoke(ok=True, passed=["x"]).stamp(here)}))
+    assert install.find_ollama() == prefix / "bin" / "ollama"
+    assert install.provenance(prefix / "bin" / "ollama").startswith("runs on this CPU")
+
+
+# ------------------------------------------------------------------------------------------- one build at a time
+def test_a_second_builder_waits_for_the_first_and_gives_up_after_its_timeout(tmp_path):
+    env = {**os.environ, "LABKIT_HOME": str(tmp_path)}
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from labkit.servers.install import build_lock
+        with build_lock("tool"):
+            print("locked", flush=True)
+            time.sleep(30)
+        """)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waiter = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+            from labkit.servers.install import build_lock
+            with build_lock("tool", timeout=2):
+                pass
+            """)], env=env, capture_output=True, text=True, timeout=60)
+        assert waiter.returncode != 0 and "still building tool after 2 s" in waiter.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "from labkit.servers.install import build_lock\n"
+                           "with build_lock('tool', timeout=5): print('got it')"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "got it" and time.monotonic() - started < 30, "a dead holder frees the lock"
