@@ -6,9 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: lab test setup doctor clean-venv
 
-## make lab: install, build the servers (first time only), start llama-server, open JupyterLab on lesson 00
+## make lab: install what lessons 00-01 need, start llama-server, open JupyterLab on lesson 00; the rest
+## (Ollama, Go modules, newman, nginx) installs in the background. Jupyter options: make lab ARGS="--no-browser"
 lab: $(STAMP)
-	$(BIN)/labkit lab
+	$(BIN)/labkit lab $(ARGS)
 
 ## make test: install, build, then run every test and every notebook against real servers
 test: $(STAMP)

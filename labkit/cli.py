@@ -94,6 +94,8 @@ def setup_rows() -> list[tuple[str, str, str]]:
     rows = []
     for name, step in progress["steps"].items():
         state = step["state"]
+        if state == "done" and not running:
+            continue  # a finished setup has nothing to report; doctor's rows say what is installed
         if state == "installing" and not running:
             state = "stopped before it finished"
         mark = {"done": "✔", "failed": "✘", "installing": "…"}.get(state, "·")

@@ -1,16 +1,30 @@
 """The README's lab command really opens JupyterLab with llama-server healthy, and Ctrl-C leaves nothing behind."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import psutil
 
 import labkit
+from labkit.models import model_path
 from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
+from labkit.servers.install import find_llama_tool
+
+
+def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        assert lab.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.5)
+    return httpx.get(f"http://127.0.0.1:{port}/lab/tree/00_welcome.ipynb?token=labtest", timeout=30)
 
 
 def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
@@ -21,11 +35,7 @@ def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
                             "--ServerApp.token=labtest"], stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
-            assert lab.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
-            time.sleep(0.5)
-        page = httpx.get(f"http://127.0.0.1:{port}/lab/tree/00_welcome.ipynb?token=labtest", timeout=30)
+        page = wait_for_lesson_00(lab, port, tmp_path / "lab.log")
         assert page.status_code == 200 and "JupyterLab" in page.text
         contents = httpx.get(f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?token=labtest", timeout=30)
         assert contents.status_code == 200, "JupyterLab serves the course's notebooks folder"
@@ -39,6 +49,50 @@ def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
     assert server.alive(), "a server the lab reused is left to its owner"
 
 
+def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_path):
+    """A home where Ollama is missing: lesson 00 is served while Ollama builds in the background (an empty Go
+    build cache keeps it building); `labkit status` shows it; Ctrl-C stops the lab and every process of the
+    build with it."""
+    server = labkit.up("llamacpp", export=False, quiet=True)
+    env = {**os.environ, "LABKIT_HOME": str(tmp_path / "home"), "GOCACHE": str(tmp_path / "gocache"),
+           "LLAMA_SERVER_BIN": str(find_llama_tool("llama-server")), "LABKIT_MODEL": str(model_path()),
+           "LABKIT_MODEL_ALIAS": server.model}
+    env.pop("OLLAMA_BIN", None)
+    env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep)
+                                  if not (Path(d) / "ollama").is_file())
+    port = free_port()
+    log = tmp_path / "lab.log"
+    with log.open("wb") as out:
+        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
+                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    family: list[psutil.Process] = []
+    try:
+        assert wait_for_lesson_00(lab, port, log).status_code == 200
+        deadline = time.monotonic() + 120  # the build starts once llama.cpp's source (for headers) is unpacked
+        while time.monotonic() < deadline and not any(p.name() == "go" for p in family):
+            family = psutil.Process(lab.pid).children(recursive=True)
+            time.sleep(1)
+        assert any(p.name() == "go" for p in family), log.read_text()[-3000:]
+        status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert "… setup: ollama    installing" in status.stdout, status.stdout
+        assert not (tmp_path / "home" / "ollama" / "v0.24.0" / "bin").exists(), "still building, nothing installed"
+        assert "installing in the background: ollama" in log.read_text()
+    finally:
+        family = psutil.Process(lab.pid).children(recursive=True) if lab.poll() is None else family
+        lab.send_signal(signal.SIGINT)
+        lab.wait(60)
+    assert wait_gone(lab.pid)
+    left = [p for p in family if not wait_gone(p.pid, timeout=20)]
+    assert not left, f"still running after the lab stopped: {[p.cmdline()[:3] for p in left]}"
+    progress = json.loads((tmp_path / "home" / "run" / "setup-progress.json").read_text())
+    assert progress["steps"]["ollama"]["state"] in ("installing", "failed")  # stopped part-way, never "done"
+    status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "setup: ollama" in status.stdout and "done" not in status.stdout.split("setup: ollama")[1].splitlines()[0]
+
+
 def test_status_and_doctor_exit_codes():
     labkit.up("llamacpp", export=False, quiet=True)
     status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], capture_output=True, text=True,
@@ -47,6 +101,7 @@ def test_status_and_doctor_exit_codes():
     doctor = subprocess.run([sys.executable, "-m", "labkit.cli", "doctor"], capture_output=True, text=True,
                             timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
     assert doctor.returncode == 0, doctor.stdout[-3000:]
+    assert "llama-server runs on this CPU" in doctor.stdout and "cpu" in doctor.stdout
     bad = subprocess.run([sys.executable, "-m", "labkit.cli", "status", "--bogus"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
