@@ -48,8 +48,10 @@ def cmd_up(args) -> int:
         if server.proc:
             server.proc.detach()
             _run_file(kind, server.port).write_text(json.dumps({"pid": server.proc.pid, "argv": server.proc.argv}))
-        print(f"✔ {server}")
-        print(f"  export OPENAI_BASE_URL={server.openai_base_url} OPENAI_API_KEY={server.key}")
+        print(f"✔ {server}\n  # to point OpenAI clients at {kind}, paste this block:")
+        print(f"  export OPENAI_BASE_URL={server.openai_base_url} OPENAI_API_KEY={server.key}\n")
+    if len(kinds) > 1:
+        print("(one block per server: the last block you paste wins)")
     return 0
 
 
