@@ -601,8 +601,14 @@ def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
         if s.api_threads == 1:  # how decode and bandwidth scale from 1 thread to all: which one is the limit
             refs["bandwidth 1"] = lambda: read_bandwidth(mib=s.bandwidth_mib, threads=1)
     got: dict[str, list] = {}
-    summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=n, rounds=s.rounds,
-                           progress=progress, levels_for=levels_for, references=refs, reference_results=got)
+    try:
+        summaries = interleave(targets, levels=s.levels, requests=s.requests, max_tokens=n, rounds=s.rounds,
+                               progress=progress, levels_for=levels_for, references=refs, reference_results=got)
+    finally:  # the derived models (num_thread) are the benchmark's: nothing of it stays in Ollama's store
+        from .servers.ollama import remove_model
+        for t in targets:
+            if t.name.startswith("ollama"):
+                remove_model(t.base_url, t.model)
     by = {(x.target, x.concurrency): x for x in summaries}
     one, api_one = by[("llama-server", 1)], by[(api_name, 1)]
     m.update(client_decode_tps=api_one.decode_tps_med, server_decode_tps=api_one.server_decode_tps_med,

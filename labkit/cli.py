@@ -6,25 +6,22 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from .errors import LabkitError
-from .home import home, repo_root, subdir
+from .home import home, subdir
 from .models import model_alias
 from .net import port_open
 from .cpu import this_cpu
-from .procs import ManagedProcess
-from .servers import KINDS, Server, start_llama_server, start_ollama
+from .servers import KINDS, Server, port_of, start_llama_server, start_ollama
 from .servers.install import find_llama_tool, find_ollama, provenance
-from .servers.llamacpp import DEFAULT_PORT as LLAMA_PORT, identify
-from .servers.ollama import DEFAULT_PORT as OLLAMA_PORT, is_ollama
+from .servers.llamacpp import identify
+from .servers.ollama import is_ollama
 
 
 def _ports() -> dict[str, int]:
-    return {"llamacpp": int(os.environ.get("LABKIT_LLAMACPP_PORT", LLAMA_PORT)),
-            "ollama": int(os.environ.get("LABKIT_OLLAMA_PORT", OLLAMA_PORT))}
+    return {kind: port_of(kind) for kind in KINDS}
 
 
 def _start(kind: str, **kw) -> Server:
@@ -126,16 +123,16 @@ def cmd_doctor(args) -> int:
     table.add_row("✔", "python", f"{platform.python_version()} ({sys.executable})", "")
     table.add_row("✔", "cpu", this_cpu().describe(), "")
     for step in STEPS:
+        found, step_fix = "missing", step.fix
         try:
             detail = step.check()
         except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
             detail = None
-            step_fix = f"{step.fix} ({exc})"
-        else:
-            step_fix = step.fix
+            found = getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}"
+            step_fix = getattr(exc, "fix", "") or step.fix
         optional = "lab" not in step.groups
         bad += detail is None and not optional
-        table.add_row("✔" if detail else ("·" if optional else "✘"), step.name, detail or "missing",
+        table.add_row("✔" if detail else ("·" if optional else "✘"), step.name, detail or found,
                       "" if detail else step_fix)
     for name, binary in (("llama-server", find_llama_tool("llama-server")), ("ollama", find_ollama())):
         if binary:
@@ -152,40 +149,9 @@ def cmd_doctor(args) -> int:
     return 1 if bad else 0
 
 
-def start_background_setup() -> ManagedProcess | None:
-    """The rest of the lab's setup (Ollama, Go modules, newman, nginx) in the background, tied to the lab: one
-    log, progress in `labkit status`; a failure there never stops the lab (the lesson that needs it says so)."""
-    from .setup import FIRST, missing
-    todo = missing("lab", skip=FIRST)
-    if not todo:
-        return None
-    log = subdir("logs") / "background-setup.log"
-    names = ", ".join(s.name for s in todo)
-    print(f"… installing in the background: {names} (log: {log}; `labkit status` shows progress)", flush=True)
-    return ManagedProcess([sys.executable, "-m", "labkit.cli", "setup", "--group", "lab", *sum(
-        (["--only", s.name] for s in todo), [])], log_path=log, cwd=repo_root())
-
-
 def cmd_lab(args) -> int:
-    """What lessons 00–01 need, then JupyterLab on lesson 00 while the rest installs behind it; stop all on exit."""
-    from .setup import FIRST, setup
-    setup("lab", only=FIRST)
-    server = start_llama_server()
-    env = {**os.environ, **server.env()}
-    background = start_background_setup()
-    print(f"✔ {server}\n  JupyterLab is starting; stop it with Ctrl-C (the server stops with it).", flush=True)
-    argv = [sys.executable, "-m", "jupyter", "lab", str(repo_root() / "notebooks" / "00_welcome.ipynb"),
-            "--ServerApp.ip=127.0.0.1", *args.jupyter_args]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses it otherwise
-    try:
-        return subprocess.call(argv, env=env, cwd=repo_root())
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if background:
-            background.stop()
-        server.stop()
+    from .lab import run
+    return run(args.jupyter_args)
 
 
 def main(argv: list[str] | None = None) -> int:

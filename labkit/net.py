@@ -18,3 +18,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def url_for(base_url: str, path: str) -> str:
+    """`path` (written from the server root, e.g. /v1/chat/completions) on a server given either as its root
+    (http://127.0.0.1:8080) or as what OpenAI clients want (…/v1, the value of OPENAI_BASE_URL): one rule,
+    both forms accepted."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
+        base = base[:-3]
+    return base + path

@@ -18,6 +18,7 @@ from typing import Callable
 import httpx
 
 from .errors import LabkitError
+from .net import url_for
 from .servers.base import PLACEHOLDER_KEY
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
@@ -301,7 +302,7 @@ def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> Rep
     t0 = time.perf_counter()
     for attempt in (1, 2):
         try:
-            r = client.request(method, base_url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"},
+            r = client.request(method, url_for(base_url, path), headers={"Authorization": f"Bearer {key}"},
                                json=payload if method == "POST" else None)
             break
         except httpx.RemoteProtocolError:
@@ -317,7 +318,7 @@ def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> Rep
 
 def probe(base_url: str, model: str, *, api_key: str = PLACEHOLDER_KEY, only: list[str] | None = None,
           timeout: float = 60.0, record: dict | None = None) -> list[Check]:
-    """Run the battery against a server root (…:8080, not /v1). With `record`, the replies are stored into it."""
+    """Run the battery against a server (its root …:8080, or …:8080/v1). With `record`, the replies are stored into it."""
     checks = []
     with httpx.Client(timeout=timeout) as client:
         for name, reqs in requests_for(model).items():
@@ -365,29 +366,38 @@ def add_cli(subparsers) -> None:
 
 
 def _arguments(p) -> None:
-    p.add_argument("urls", nargs="*", help="server roots, e.g. http://127.0.0.1:8080 (default: the lab's servers)")
+    p.add_argument("urls", nargs="*", help="servers, e.g. http://127.0.0.1:8080 or its /v1 (default: the lab's servers)")
     p.add_argument("--model", action="append", help="model name per URL (default: the first of /v1/models)")
     p.add_argument("--api-key", default=PLACEHOLDER_KEY)
     p.add_argument("--only", action="append", help="run only this check (repeatable)")
     p.add_argument("--brief", action="store_true", help="marks only, no details")
 
 
-def first_model(base_url: str, api_key: str = PLACEHOLDER_KEY) -> str:
-    """The model a server lists first (what to probe when none is named)."""
+def default_model(base_url: str, api_key: str = PLACEHOLDER_KEY) -> str:
+    """What to probe when no model is named: the lab's model when the server lists it, else its first one."""
+    from .models import model_alias
+    url = url_for(base_url, "/v1/models")
     try:
-        r = httpx.get(base_url.rstrip("/") + "/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
-        return r.json()["data"][0]["id"]
-    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
-        raise LabkitError(f"{base_url} did not list a model on /v1/models ({exc}).",
-                          fix="Is the server up (`labkit status`)? Name the model with --model.") from None
+        r = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        r.raise_for_status()
+        ids = [m["id"] for m in r.json()["data"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise LabkitError(f"{url} did not list models ({exc}).",
+                          fix="Is the server up (`labkit status`), and is this its address? "
+                              "Name the model with --model.") from None
+    if not ids:
+        raise LabkitError(f"{url} lists no model.", fix="Load one, or name it with --model.")
+    lab = model_alias()
+    return next((i for i in ids if i in (lab, f"{lab}:latest")), ids[0])
 
 
 def cmd_probe(args) -> int:
-    urls = args.urls or ["http://127.0.0.1:8080", "http://127.0.0.1:11434"]
+    from .servers import KINDS, port_of
+    urls = args.urls or [f"http://127.0.0.1:{port_of(kind)}" for kind in KINDS]
     models = args.model or []
     results = {}
     for i, url in enumerate(urls):
-        model = models[i] if i < len(models) else first_model(url, args.api_key)
+        model = models[i] if i < len(models) else default_model(url, args.api_key)
         results[f"{url.split('//')[-1]}"] = probe(url, model, api_key=args.api_key, only=args.only)
     print(format_table(results, details=not args.brief))
     return 0 if all(c.ok is not False for checks in results.values() for c in checks) else 1

@@ -1,6 +1,7 @@
 """`up()` for lessons: idempotent and fast when the server already runs; restarts one that died."""
 from __future__ import annotations
 
+from . import lab
 from .servers import KINDS, Server, start_llama_server, start_ollama
 
 _servers: dict[tuple, Server] = {}
@@ -8,7 +9,8 @@ _servers: dict[tuple, Server] = {}
 
 def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **options) -> Server:
     """A healthy server of `kind` ("llamacpp" or "ollama"): the one this process started, one already running
-    on the port (reused, left running), or a new one stopped when this process ends.
+    on the port (reused, left running), or a new one stopped when this process ends. Inside a lab (`make lab`),
+    the lab's own server: it outlives this kernel and stops with the lab (options make it this kernel's own).
 
     `options` go to `start_llama_server` / `start_ollama` (port, alias, api_key, extra_args, ...).
     With `export`, OPENAI_BASE_URL / OPENAI_API_KEY point at it so every OpenAI client finds it.
@@ -20,8 +22,11 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
     if server is None or not server.alive():
         if server is not None:
             server.stop()  # died or was killed: clean up, then start again
-        start = start_llama_server if kind == "llamacpp" else start_ollama
-        server = start(**options)
+        if not options and lab.in_lab():
+            server = lab.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
+        else:
+            start = start_llama_server if kind == "llamacpp" else start_ollama
+            server = start(**options)
         _servers[key] = server
     if export:
         server.export_env()

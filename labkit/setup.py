@@ -34,11 +34,8 @@ class Step:
 
 
 def _model_check() -> str | None:
-    if os.environ.get("LABKIT_MODEL"):
-        try:
-            return f"LABKIT_MODEL={check_gguf(Path(os.environ['LABKIT_MODEL']))}"
-        except LabkitError:
-            return None
+    if os.environ.get("LABKIT_MODEL"):  # the learner's file: a typo is named with its fix, nothing to install
+        return f"LABKIT_MODEL={check_gguf(Path(os.environ['LABKIT_MODEL']))}"
     path = cached_path()
     return f"{path} (sha256 ok)" if is_verified(path, EMBEDDED) else None
 

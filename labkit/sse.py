@@ -24,6 +24,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Iterator, NamedTuple
 import httpx
 
 from .errors import LabkitError
+from .net import url_for
 
 DONE = "[DONE]"
 _EOL = re.compile(r"\r\n|\r|\n")
@@ -302,25 +303,45 @@ async def acheck_stream_response(response: httpx.Response) -> None:
     check_stream_response(response)
 
 
+def stalled(url: str, chunks: int, timeout: float) -> SSEError:
+    """What a stream that stopped sending (a hung or paused server) looks like, in words a learner can act on."""
+    return SSEError(f"The server at {url} stopped sending: nothing for {timeout:.0f} s after {chunks} chunk(s).",
+                    fix="Is it alive and not overloaded? `labkit status`; a server paused (SIGSTOP) or stuck in a "
+                        "long prompt looks like this. Raise `timeout` for slow models.")
+
+
 def stream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeholder",
                 timeout: float = 60.0, path: str = "/v1/chat/completions") -> Iterator[dict]:
-    """POST a streamed chat request and yield its JSON chunks (strictly: see the module docstring)."""
+    """POST a streamed chat request and yield its JSON chunks (strictly: see the module docstring). `base_url`
+    may be the server root or its /v1."""
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"}
-    with httpx.stream("POST", base_url.rstrip("/") + path, json={**payload, "stream": True}, headers=headers,
-                      timeout=timeout) as response:
-        check_stream_response(response)
-        yield from iter_chunks(iter_events(response.iter_bytes()))
+    url = url_for(base_url, path)
+    chunks = 0
+    try:
+        with httpx.stream("POST", url, json={**payload, "stream": True}, headers=headers,
+                          timeout=timeout) as response:
+            check_stream_response(response)
+            for chunk in iter_chunks(iter_events(response.iter_bytes())):
+                chunks += 1
+                yield chunk
+    except httpx.ReadTimeout:
+        raise stalled(url, chunks, timeout) from None
 
 
 async def astream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeholder",
                        timeout: float = 60.0, path: str = "/v1/chat/completions") -> AsyncIterator[dict]:
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"}
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        async with client.stream("POST", base_url.rstrip("/") + path, json={**payload, "stream": True},
-                                 headers=headers) as response:
-            await acheck_stream_response(response)
-            async for chunk in aiter_chunks(aiter_events(response.aiter_bytes())):
-                yield chunk
+    url = url_for(base_url, path)
+    chunks = 0
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            async with client.stream("POST", url, json={**payload, "stream": True}, headers=headers) as response:
+                await acheck_stream_response(response)
+                async for chunk in aiter_chunks(aiter_events(response.aiter_bytes())):
+                    chunks += 1
+                    yield chunk
+    except httpx.ReadTimeout:
+        raise stalled(url, chunks, timeout) from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 import labkit
+import labkit.home
 from labkit.models import model_path
 from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
@@ -105,3 +106,73 @@ def test_status_and_doctor_exit_codes():
     bad = subprocess.run([sys.executable, "-m", "labkit.cli", "status", "--bogus"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+
+
+def test_in_a_lab_servers_belong_to_the_lab_and_a_killed_lab_leaves_nothing(tmp_path):
+    """Kernel A starts Ollama through the lab, kernel B reuses it, A ends, and B still gets answers. A second lab
+    is refused, naming the first. Then the lab is killed with SIGKILL: its Ollama, JupyterLab and kernels go too."""
+    labkit.up("llamacpp", export=False, quiet=True)
+    env = {**os.environ, "LABKIT_OLLAMA_PORT": str(free_port())}
+    port = free_port()
+    log = tmp_path / "lab.log"
+    with log.open("wb") as out:
+        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
+                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    kernel_a = None
+    try:
+        assert wait_for_lesson_00(lab, port, log).status_code == 200
+        info = json.loads((labkit.home.subdir("run") / "lab.json").read_text())
+        assert info["pid"] == lab.pid and "/lab/tree/00_welcome.ipynb?token=labtest" in info["url"]
+        assert info["url"] in log.read_text(), "the URL the lab prints opens lesson 00"
+        kernel_env = {**env, "LABKIT_LAB": info["socket"]}
+        kernel = ("import sys, labkit; s = labkit.up('ollama', quiet=True, export=False); "
+                  "print(s.port, s.owned, flush=True); sys.stdin.readline()")
+        kernel_a = subprocess.Popen([sys.executable, "-c", kernel], env=kernel_env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+        port_a, owned_a = kernel_a.stdout.readline().split()
+        assert port_a == env["LABKIT_OLLAMA_PORT"] and owned_a == "False", "the lab owns it, not kernel A"
+        ollama = next(c.pid for c in psutil.net_connections("tcp") if c.laddr.port == int(port_a)
+                      and c.status == psutil.CONN_LISTEN)
+        assert ollama in [p.pid for p in psutil.Process(lab.pid).children(recursive=True)]
+        second = subprocess.run([sys.executable, "-m", "labkit.cli", "lab", "--no-browser"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"A lab is already running (pid {lab.pid})" in second.stderr
+        kernel_b = ("import labkit, httpx; s = labkit.up('ollama', quiet=True, export=False); "
+                    "import sys; sys.stdin.readline(); "
+                    "r = httpx.post(s.base_url + '/api/generate', timeout=60, json={'model': s.model, "
+                    "'prompt': '你好', 'stream': False, 'options': {'num_predict': 4, 'seed': 42}}); "
+                    "print(s.port, r.status_code, r.json()['eval_count'])")
+        b = subprocess.Popen([sys.executable, "-c", kernel_b], env=kernel_env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        kernel_a.kill()  # kernel A shut down (the way Jupyter does when it does not wait)
+        kernel_a.wait(10)
+        out, _ = b.communicate("go\n", timeout=120)
+        port_b, status, tokens = out.split()
+        assert port_b == port_a and status == "200" and int(tokens) >= 1, "B's request after A ended still works"
+        family = psutil.Process(lab.pid).children(recursive=True)
+    finally:
+        if kernel_a and kernel_a.poll() is None:
+            kernel_a.kill()
+        lab.kill()  # SIGKILL: no cleanup code of the lab runs
+        lab.wait(30)
+    left = [p for p in family if not wait_gone(p.pid, timeout=30)]
+    assert not left, f"left running by a killed lab: {[p.cmdline()[:3] for p in left]}"
+    assert not port_open("127.0.0.1", int(env["LABKIT_OLLAMA_PORT"]))
+
+
+def test_python_m_labkit_and_a_missing_model_file_named_by_doctor(tmp_path):
+    help_ = subprocess.run([sys.executable, "-m", "labkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert help_.returncode == 0 and "doctor" in help_.stdout
+    typo = tmp_path / "no-such-model.gguf"
+    doctor = subprocess.run([sys.executable, "-m", "labkit", "doctor"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "LABKIT_MODEL": str(typo), "COLUMNS": "250"})
+    assert doctor.returncode == 1 and "no-such-model.gguf" in doctor.stdout, doctor.stdout[-2000:]
+
+
+def test_activating_the_venv_finds_the_labkit_command():
+    """What the README tells a beginner to do in a new shell, run the way a beginner runs it."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(["bash", "-c", "source .venv/bin/activate && labkit --help"], cwd=root,
+                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]})
+    assert out.returncode == 0 and "doctor" in out.stdout, out.stderr

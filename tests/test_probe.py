@@ -73,3 +73,22 @@ def test_live_probe_against_the_session_llama_server():
     checks = probe.probe(server.base_url, server.model, api_key=server.key, timeout=60,
                          only=["models list", "non-stream chat", "error shape"])
     assert [c.ok for c in checks] == [True, True, True], checks
+
+
+def test_the_cli_takes_the_openai_base_url_with_v1_and_picks_the_lab_model():
+    """`labkit probe $OPENAI_BASE_URL` (…/v1) works as the root does, and probes the lab's model by default."""
+    import subprocess
+    import sys
+    server = labkit.up("llamacpp", export=False, quiet=True)
+    assert probe.default_model(server.openai_base_url) == server.model
+    out = subprocess.run([sys.executable, "-m", "labkit", "probe", server.openai_base_url, "--only", "models list",
+                          "--only", "non-stream chat"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "models list" in out.stdout and "✔" in out.stdout and "HTTP 404" not in out.stdout
+
+
+def test_url_for_accepts_the_root_and_the_v1_form():
+    from labkit.net import url_for
+    for base in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"):
+        assert url_for(base, "/v1/chat/completions") == "http://h:1/v1/chat/completions"
+    assert url_for("http://h:1/v1", "/health") == "http://h:1/v1/health"  # only /v1 paths fold

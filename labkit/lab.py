@@ -1,0 +1,195 @@
+"""The running lab: JupyterLab plus the servers it owns.
+
+Outside a lab, a server belongs to the process that started it (a script, a test, a kernel). Inside one, a kernel
+that calls `labkit.up("ollama")` asks the lab for it over a Unix socket (its path is in LABKIT_LAB): the lab starts
+it, or hands over the one it runs, so the server outlives the notebook that first needed it and stops when the lab
+stops. The lab starts servers on its main thread, so even a lab killed with SIGKILL takes them with it."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import LabkitError
+from .home import repo_root, subdir
+from .procs import ManagedProcess, _die_with_parent
+from .servers import Server, start_llama_server, start_ollama
+
+ENV = "LABKIT_LAB"
+LESSON_00 = "00_welcome.ipynb"
+
+
+def lab_file() -> Path:
+    return subdir("run") / "lab.json"
+
+
+def running_lab() -> dict | None:
+    """The lab already running from this labkit home (pid, url, socket), or None."""
+    try:
+        info = json.loads(lab_file().read_text())
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info
+
+
+def describe(server: Server) -> dict:
+    return {"kind": server.kind, "host": server.host, "port": server.port, "model": server.model,
+            "api_key": server.api_key, "log_path": str(server.log_path) if server.log_path else None}
+
+
+def _start(kind: str, options: dict) -> Server:
+    return (start_llama_server if kind == "llamacpp" else start_ollama)(**options)
+
+
+class Owner:
+    """The lab's side: a socket that kernels ask for servers, and the servers it started for them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.servers: dict[tuple, Server] = {}
+
+    def adopt(self, server: Server, options: dict | None = None) -> None:
+        self.servers[(server.kind, json.dumps(options or {}, sort_keys=True))] = server
+
+    def serve(self, timeout: float) -> None:
+        """Answer the requests that arrive within `timeout` seconds, one at a time, on this (the main) thread."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return
+        conn, _ = self.sock.accept()
+        with conn:
+            try:
+                request = json.loads(conn.makefile("r").readline())
+                answer = {"ok": True, "server": describe(self.server_for(request["kind"], request.get("options", {})))}
+            except Exception as exc:  # noqa: BLE001 - the kernel gets the error, the lab goes on
+                answer = {"ok": False, "error": str(exc), "type": type(exc).__name__}
+            try:
+                conn.sendall((json.dumps(answer) + "\n").encode())
+            except OSError:
+                pass  # the kernel went away while we started its server; the server stays for the next one
+
+    def server_for(self, kind: str, options: dict) -> Server:
+        key = (kind, json.dumps(options, sort_keys=True))
+        server = self.servers.get(key)
+        if server is None or not server.alive():
+            if server is not None:
+                server.stop()
+            server = _start(kind, options)
+            self.servers[key] = server
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def ask(kind: str, options: dict | None = None, *, timeout: float | None = None) -> Server:
+    """A kernel's side: the lab's server of `kind` (the lab starts it if needed). The wait covers a build that
+    may still be running in the lab's background setup."""
+    timeout = timeout or (float(os.environ.get("LABKIT_BUILD_WAIT", 1800)) +
+                          float(os.environ.get("LABKIT_START_TIMEOUT", 120)) + 60)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.environ[ENV])
+            sock.sendall((json.dumps({"kind": kind, "options": options or {}}) + "\n").encode())
+            answer = json.loads(sock.makefile("r").readline() or "{}")
+        except (OSError, ValueError) as exc:
+            raise LabkitError(f"The lab (socket {os.environ.get(ENV)}) did not answer: {exc}.",
+                              fix="Is `make lab` still running? Restart the kernel after restarting the lab.") from exc
+    if not answer.get("ok"):
+        raise LabkitError(f"The lab could not start {kind}: {answer.get('error', 'no answer')}")
+    info = answer["server"]
+    return Server(info["kind"], info["host"], info["port"], info["model"], api_key=info["api_key"],
+                  log_path=Path(info["log_path"]) if info["log_path"] else None)
+
+
+def in_lab() -> bool:
+    path = os.environ.get(ENV)
+    return bool(path) and Path(path).exists()
+
+
+def jupyter_url(pid: int, timeout: float = 60) -> str | None:
+    """The URL of lesson 00 on the JupyterLab with this pid, from the server file Jupyter writes at start."""
+    from jupyter_core.paths import jupyter_runtime_dir
+    info_file = Path(jupyter_runtime_dir()) / f"jpserver-{pid}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads(info_file.read_text())
+            return f"{info['url'].rstrip('/')}/lab/tree/{LESSON_00}?token={info['token']}"
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.2)
+    return None
+
+
+def start_background_setup() -> ManagedProcess | None:
+    """The rest of the lab's setup (Ollama, Go modules, newman, nginx) in the background, tied to the lab: one
+    log, progress in `labkit status`; a failure there never stops the lab (the lesson that needs it says so)."""
+    from .setup import FIRST, missing
+    todo = missing("lab", skip=FIRST)
+    if not todo:
+        return None
+    log = subdir("logs") / "background-setup.log"
+    names = ", ".join(s.name for s in todo)
+    print(f"… installing in the background: {names} (log: {log}; `labkit status` shows progress)", flush=True)
+    return ManagedProcess([sys.executable, "-m", "labkit.cli", "setup", "--group", "lab", *sum(
+        (["--only", s.name] for s in todo), [])], log_path=log, cwd=repo_root())
+
+
+def run(jupyter_args: list[str]) -> int:
+    """`make lab`: what lessons 00–01 need, llama-server, then JupyterLab on lesson 00 while the rest installs
+    behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup."""
+    from .setup import FIRST, setup
+    other = running_lab()
+    if other:
+        raise LabkitError(f"A lab is already running (pid {other['pid']}): {other.get('url') or 'its URL is in its terminal'}",
+                          fix=f"Open that one, or stop it first (Ctrl-C in its terminal, or `kill {other['pid']}`).")
+    setup("lab", only=FIRST)
+    owner = Owner(subdir("run") / f"lab-{os.getpid()}.sock")
+    background = jupyter = None
+    try:
+        server = start_llama_server()
+        owner.adopt(server)
+        background = start_background_setup()
+        env = {**os.environ, **server.env(), ENV: str(owner.path)}
+        argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={repo_root() / 'notebooks'}",
+                f"--ServerApp.default_url=/lab/tree/{LESSON_00}", "--ServerApp.ip=127.0.0.1", *jupyter_args]
+        if os.geteuid() == 0:
+            argv.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses it otherwise
+        jupyter = subprocess.Popen(argv, env=env, cwd=repo_root(), preexec_fn=_die_with_parent)
+        url = jupyter_url(jupyter.pid)
+        lab_file().write_text(json.dumps({"pid": os.getpid(), "url": url, "socket": str(owner.path)}))
+        print(f"✔ {server}\n✔ lesson 00: {url}\n  Stop the lab with Ctrl-C: its servers and background "
+              "setup stop with it.", flush=True)
+        while jupyter.poll() is None:
+            owner.serve(timeout=0.5)
+        return jupyter.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if jupyter and jupyter.poll() is None:
+            jupyter.send_signal(signal.SIGTERM)
+            try:
+                jupyter.wait(15)
+            except subprocess.TimeoutExpired:
+                jupyter.kill()
+        if background:
+            background.stop()
+        owner.stop()
+        info = running_lab()
+        if info and info["pid"] == os.getpid():
+            lab_file().unlink(missing_ok=True)
