@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def running_lab() -> dict | None:
     except (OSError, ValueError, KeyError):
         return None
     return info
+
+
+def socket_path() -> Path:
+    """In the labkit home; in the temp folder when that path is too long for a Unix socket (108 bytes)."""
+    path = subdir("run") / f"lab-{os.getpid()}.sock"
+    return path if len(str(path)) < 100 else Path(tempfile.gettempdir()) / f"labkit-lab-{os.getpid()}.sock"
 
 
 def describe(server: Server) -> dict:
@@ -159,7 +166,7 @@ def run(jupyter_args: list[str]) -> int:
         raise LabkitError(f"A lab is already running (pid {other['pid']}): {other.get('url') or 'its URL is in its terminal'}",
                           fix=f"Open that one, or stop it first (Ctrl-C in its terminal, or `kill {other['pid']}`).")
     setup("lab", only=FIRST)
-    owner = Owner(subdir("run") / f"lab-{os.getpid()}.sock")
+    owner = Owner(socket_path())
     background = jupyter = None
     try:
         server = start_llama_server()

@@ -236,3 +236,18 @@ def test_a_second_builder_waits_for_the_first_and_gives_up_after_its_timeout(tmp
                            "with build_lock('tool', timeout=5): print('got it')"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == "got it" and time.monotonic() - started < 30, "a dead holder frees the lock"
+
+
+# ------------------------------------------------------------------------------------------- bad machines
+def test_no_cmake_no_go_and_a_full_disk_are_each_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    real_which = shutil.which
+    monkeypatch.setattr(install.shutil, "which", lambda name: None if name in ("cmake", "go") else real_which(name))
+    with pytest.raises(BinaryError, match=r"(?s)`cmake` is not installed.*Fix: Install cmake"):
+        install.build_llama_cpp_flavour("native", tmp_path / "dest", quiet=True)
+    with pytest.raises(BinaryError, match=r"(?s)`go` is not installed.*Fix: Install Go"):
+        install.build_ollama_flavour("native", tmp_path / "dest", quiet=True)
+    monkeypatch.setattr(install.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 99, 1 << 20))
+    with pytest.raises(BinaryError, match=r"(?s)Only 0.0 GiB free.*LABKIT_HOME"):
+        ensure_runs_here("tool", tmp_path / "p", build=fake_build({"native": "ok"}, []), smoke=run_fake, cpu=XEON)
+    assert not (tmp_path / "p").exists()

@@ -176,3 +176,15 @@ def test_activating_the_venv_finds_the_labkit_command():
     out = subprocess.run(["bash", "-c", "source .venv/bin/activate && labkit --help"], cwd=root,
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]})
     assert out.returncode == 0 and "doctor" in out.stdout, out.stderr
+
+
+def test_the_lab_socket_moves_to_the_temp_folder_when_the_home_path_is_too_long(tmp_path, monkeypatch):
+    from labkit import lab
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "h"))
+    assert lab.socket_path().parent == tmp_path / "h" / "run"
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / ("deep" * 30)))
+    path = lab.socket_path()
+    assert len(str(path)) < 100 and path.name.startswith("labkit-lab-")
+    owner = lab.Owner(path)  # binds: the path really works
+    owner.stop()
+    assert not path.exists()

@@ -390,6 +390,8 @@ def version_of(binary: Path, *args: str) -> str:
         out = subprocess.run([str(binary), *(args or ("--version",))], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"error: {exc}"
-    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip() and "Warning:" not in ln]
+    # `ollama --version` without a server says "Warning: client version is 0.24.0": keep the fact, not the alarm
+    lines = [ln.replace("Warning:", "").strip() for ln in (out.stdout + out.stderr).splitlines()
+             if ln.strip() and "could not connect" not in ln]
     wanted = [ln for ln in lines if "version" in ln.lower()]
     return (wanted or lines or ["?"])[0].strip()
