@@ -20,6 +20,17 @@ from labkit.procs import wait_gone
 from labkit.servers.install import find_llama_tool
 
 
+def named(procs: list[psutil.Process], name: str) -> bool:
+    """Whether one of these processes (some may have ended meanwhile) is called `name`."""
+    for p in procs:
+        try:
+            if p.name() == name:
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
 def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
@@ -71,10 +82,10 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
     try:
         assert wait_for_lesson_00(lab, port, log).status_code == 200
         deadline = time.monotonic() + 120  # the build starts once llama.cpp's source (for headers) is unpacked
-        while time.monotonic() < deadline and not any(p.name() == "go" for p in family):
+        while time.monotonic() < deadline and not named(family, "go"):
             family = psutil.Process(lab.pid).children(recursive=True)
             time.sleep(1)
-        assert any(p.name() == "go" for p in family), log.read_text()[-3000:]
+        assert named(family, "go"), log.read_text()[-3000:]
         status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert "… setup: ollama    installing" in status.stdout, status.stdout
