@@ -17,7 +17,7 @@ import labkit.home
 from labkit.models import model_path
 from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
-from labkit.servers.install import find_llama_tool
+from labkit.servers.install import find_llama_tool, llama_cpp_source
 
 
 def named(procs: list[psutil.Process], name: str) -> bool:
@@ -70,6 +70,9 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
            "LLAMA_SERVER_BIN": str(find_llama_tool("llama-server")), "LABKIT_MODEL": str(model_path()),
            "LABKIT_MODEL_ALIAS": server.model}
     env.pop("OLLAMA_BIN", None)
+    src = llama_cpp_source()  # the new home shares the unpacked sources (Ollama's build takes headers from them)
+    (tmp_path / "home" / "build" / "src").mkdir(parents=True)
+    (tmp_path / "home" / "build" / "src" / src.parent.name).symlink_to(src.parent)
     env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep)
                                   if not (Path(d) / "ollama").is_file())
     port = free_port()
@@ -81,7 +84,7 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
     family: list[psutil.Process] = []
     try:
         assert wait_for_lesson_00(lab, port, log).status_code == 200
-        deadline = time.monotonic() + 120  # the build starts once llama.cpp's source (for headers) is unpacked
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not named(family, "go"):
             family = psutil.Process(lab.pid).children(recursive=True)
             time.sleep(1)
