@@ -141,3 +141,25 @@ def test_no_orphan_ollama_runners_when_the_kernel_is_killed():
     for pid in pids:
         assert wait_gone(pid), f"pid {pid} outlived its killed owner"
     assert not labkit.net.port_open("127.0.0.1", 11452)
+
+
+def test_a_server_that_stops_sending_mid_stream_is_named_by_stream_chat():
+    """SIGSTOP after two chunks: labkit.sse.stream_chat (given the /v1 form of the URL) says the server stopped
+    sending, after how many chunks, within its timeout, instead of a bare httpx.ReadTimeout."""
+    from labkit.sse import SSEError, stream_chat
+    server = labkit.up("llamacpp", port=8151, alias="smollm2-stall", parallel=1, ctx_size=512, export=False,
+                       quiet=True)
+    payload = {"model": server.model, "messages": [{"role": "user", "content": "写一个很长的故事。"}],
+               "max_tokens": 200, "temperature": 0}
+    got = 0
+    try:
+        with pytest.raises(SSEError) as err:
+            for _ in stream_chat(server.openai_base_url, payload, api_key=server.key, timeout=3):
+                got += 1
+                if got == 2:
+                    os.killpg(server.proc.pid, signal.SIGSTOP)
+        assert "stopped sending" in str(err.value) and "after 2 chunk(s)" in str(err.value), err.value
+        assert "labkit status" in str(err.value)
+    finally:
+        os.killpg(server.proc.pid, signal.SIGCONT)
+        labkit.down("llamacpp")
