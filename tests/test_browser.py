@@ -180,3 +180,54 @@ def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
             browser.close()
     assert not [p for p in me.children(recursive=True) if "chrom" in p.name().lower()], "Chromium left running"
     assert lab_root.is_running()  # the fixture stops JupyterLab and asserts its kernels are gone
+
+
+@pytest.mark.timeout(300)
+def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
+    """`labkit lab` (what `make lab` runs) prints a URL; in Chromium that URL shows lesson 00, not the Launcher."""
+    import json
+    import signal
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    import labkit
+    from labkit.home import subdir
+    from labkit.procs import wait_gone
+    lesson = ROOT / "notebooks" / "00_welcome.ipynb"
+    before = lesson.read_bytes()
+    labkit.up("llamacpp", export=False, quiet=True)
+    port = pick_port()
+    log = tmp_path / "lab.log"
+    with log.open("wb") as out:
+        lab = subprocess.Popen([sys.executable, "-m", "labkit", "lab", "--no-browser", f"--port={port}",
+                                "--LabApp.expose_app_in_browser=True"], stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while not url:
+            assert lab.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            info = subdir("run") / "lab.json"
+            url = json.loads(info.read_text()).get("url") if info.is_file() else None
+            if url and str(port) not in url:
+                url = None  # a stale file from another lab
+            time.sleep(0.5)
+        assert f"✔ lesson 00: {url}" in log.read_text()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+                                         timeout=60_000)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+                page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.title.label === '00_welcome.ipynb'",
+                                       timeout=90_000)
+                RESULTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(RESULTS / "make_lab_opens_lesson_00.png"))
+            finally:
+                browser.close()
+    finally:
+        lab.send_signal(signal.SIGINT)
+        lab.wait(60)
+    assert wait_gone(lab.pid)
+    assert lesson.read_bytes() == before, "opening lesson 00 must not rewrite the committed notebook"
