@@ -31,6 +31,17 @@ def named(procs: list[psutil.Process], name: str) -> bool:
     return False
 
 
+def start_lab(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.Popen, int, Path]:
+    """`labkit lab` as `make lab` runs it, on a free port with a known token; its output in tmp_path/lab.log."""
+    port = free_port()
+    log = tmp_path / "lab.log"
+    with log.open("wb") as out:
+        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
+                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    return lab, port, log
+
+
 def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
@@ -41,13 +52,9 @@ def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: flo
 
 def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
     server = labkit.up("llamacpp", export=False, quiet=True)  # the lab reuses it, as it would a running one
-    port = free_port()
-    log = (tmp_path / "lab.log").open("wb")
-    lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
-                            "--ServerApp.token=labtest"], stdout=log, stderr=subprocess.STDOUT,
-                           start_new_session=True)
+    lab, port, log = start_lab(tmp_path)
     try:
-        page = wait_for_lesson_00(lab, port, tmp_path / "lab.log")
+        page = wait_for_lesson_00(lab, port, log)
         assert page.status_code == 200 and "JupyterLab" in page.text
         contents = httpx.get(f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?token=labtest", timeout=30)
         assert contents.status_code == 200, "JupyterLab serves the course's notebooks folder"
@@ -55,7 +62,6 @@ def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
     finally:
         lab.send_signal(signal.SIGINT)  # what Ctrl-C sends
         lab.wait(30)
-        log.close()
     assert wait_gone(lab.pid)
     assert not port_open("127.0.0.1", port), "JupyterLab is still listening after Ctrl-C"
     assert server.alive(), "a server the lab reused is left to its owner"
@@ -75,12 +81,7 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
     (tmp_path / "home" / "build" / "src" / src.parent.name).symlink_to(src.parent)
     env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep)
                                   if not (Path(d) / "ollama").is_file())
-    port = free_port()
-    log = tmp_path / "lab.log"
-    with log.open("wb") as out:
-        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
-                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    lab, port, log = start_lab(tmp_path, env)
     family: list[psutil.Process] = []
     try:
         assert wait_for_lesson_00(lab, port, log).status_code == 200
@@ -127,12 +128,7 @@ def test_in_a_lab_servers_belong_to_the_lab_and_a_killed_lab_leaves_nothing(tmp_
     is refused, naming the first. Then the lab is killed with SIGKILL: its Ollama, JupyterLab and kernels go too."""
     labkit.up("llamacpp", export=False, quiet=True)
     env = {**os.environ, "LABKIT_OLLAMA_PORT": str(free_port())}
-    port = free_port()
-    log = tmp_path / "lab.log"
-    with log.open("wb") as out:
-        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
-                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    lab, port, log = start_lab(tmp_path, env)
     kernel_a = None
     try:
         assert wait_for_lesson_00(lab, port, log).status_code == 200
