@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
 	@# The lab's Python packages download (network-bound) while llama.cpp compiles (CPU-bound): minutes saved.
 	$(BIN)/labkit setup --only model --only llama-server & build=$$!; \
+	  trap 'kill $$build 2>/dev/null' INT TERM HUP; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]' || { kill $$build; exit 1; }; \
 	  wait $$build
 	touch $(STAMP)

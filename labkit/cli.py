@@ -14,7 +14,7 @@ from .home import home, subdir
 from .models import model_alias
 from .net import port_open
 from .cpu import this_cpu
-from .servers import KINDS, Server, port_of, start_llama_server, start_ollama
+from .servers import KINDS, port_of, start
 from .servers.install import find_llama_tool, find_ollama, provenance
 from .servers.llamacpp import identify
 from .servers.ollama import is_ollama
@@ -22,10 +22,6 @@ from .servers.ollama import is_ollama
 
 def _ports() -> dict[str, int]:
     return {kind: port_of(kind) for kind in KINDS}
-
-
-def _start(kind: str, **kw) -> Server:
-    return (start_llama_server if kind == "llamacpp" else start_ollama)(**kw)
 
 
 def _run_file(kind: str, port: int) -> Path:
@@ -41,7 +37,7 @@ def cmd_setup(args) -> int:
 def cmd_up(args) -> int:
     kinds = KINDS if args.kind == "all" else (args.kind,)
     for kind in kinds:
-        server = _start(kind, detached=True)
+        server = start(kind, detached=True)
         if server.proc:
             server.proc.detach()
             _run_file(kind, server.port).write_text(json.dumps({"pid": server.proc.pid, "argv": server.proc.argv}))
@@ -83,13 +79,11 @@ def describe_port(kind: str, port: int, host: str = "127.0.0.1") -> tuple[bool, 
 
 def setup_rows() -> list[tuple[str, str, str]]:
     """(mark, step, text) for what a `labkit setup` (the lab's background one, say) did or is doing."""
-    import psutil
-
-    from .setup import read_progress
+    from .setup import progress_running, read_progress
     progress = read_progress()
     if not progress:
         return []
-    running = psutil.pid_exists(progress["pid"])
+    running = progress_running(progress)
     rows = []
     for name, step in progress["steps"].items():
         state = step["state"]
@@ -141,8 +135,8 @@ def cmd_doctor(args) -> int:
     for name, binary in (("llama-server", find_llama_tool("llama-server")), ("ollama", find_ollama())):
         if binary:
             how = provenance(binary)
-            table.add_row("✔" if how.startswith("runs on") else "·", f"{name} runs on this CPU", how,
-                          "" if how.startswith("runs on") else "labkit setup (smoke-tests the lab's builds)")
+            ours = how.startswith("runs on")
+            table.add_row("✔" if ours else "·", f"{name} runs on this CPU" if ours else f"{name} (yours)", how, "")
     for mark, name, text in setup_rows():
         table.add_row(mark, f"setup: {name}", text, "labkit status; the log in the labkit home" if mark == "✘" else "")
     for kind, port in _ports().items():
@@ -183,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # `kill` / the lab stopping us: unwind normally, so a running build step's process group is killed too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Ctrl-C works even when we were started with SIGINT ignored (`cmd &` in a script or a Makefile, nohup):
+    # Python installs no KeyboardInterrupt handler then, and the lab or a build would ignore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if extra and args.cmd != "lab":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.cmd == "lab":

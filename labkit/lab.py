@@ -6,6 +6,7 @@ it, or hands over the one it runs, so the server outlives the notebook that firs
 stops. The lab starts servers on its main thread, so even a lab killed with SIGKILL takes them with it."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -20,7 +21,7 @@ from pathlib import Path
 from .errors import LabkitError
 from .home import repo_root, subdir
 from .procs import ManagedProcess, _die_with_parent
-from .servers import Server, start_llama_server, start_ollama
+from .servers import KINDS, Server, start, start_llama_server
 
 ENV = "LABKIT_LAB"
 LESSON_00 = "00_welcome.ipynb"
@@ -30,14 +31,29 @@ def lab_file() -> Path:
     return subdir("run") / "lab.json"
 
 
+def lab_lock():
+    """Held by the running lab for its whole life (the kernel drops it when the lab dies, even by SIGKILL), so
+    "is a lab running?" never depends on a pid that may have been reused. Returns the open file, or None when
+    another lab holds it."""
+    f = (subdir("run") / "lab.lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
 def running_lab() -> dict | None:
     """The lab already running from this labkit home (pid, url, socket), or None."""
-    try:
-        info = json.loads(lab_file().read_text())
-        os.kill(info["pid"], 0)
-    except (OSError, ValueError, KeyError):
+    probe = lab_lock()
+    if probe:  # nobody holds it: no lab, whatever a stale lab.json says
+        probe.close()
         return None
-    return info
+    try:
+        return json.loads(lab_file().read_text())
+    except (OSError, ValueError):
+        return {"pid": "?", "url": None}
 
 
 def socket_path() -> Path:
@@ -51,10 +67,6 @@ def describe(server: Server) -> dict:
             "api_key": server.api_key, "log_path": str(server.log_path) if server.log_path else None}
 
 
-def _start(kind: str, options: dict) -> Server:
-    return (start_llama_server if kind == "llamacpp" else start_ollama)(**options)
-
-
 class Owner:
     """The lab's side: a socket that kernels ask for servers, and the servers it started for them."""
 
@@ -63,11 +75,12 @@ class Owner:
         path.unlink(missing_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
+        os.chmod(path, 0o600)  # only this user's kernels may ask the lab to start servers
         self.sock.listen(8)
         self.servers: dict[tuple, Server] = {}
 
-    def adopt(self, server: Server, options: dict | None = None) -> None:
-        self.servers[(server.kind, json.dumps(options or {}, sort_keys=True))] = server
+    def adopt(self, server: Server) -> None:
+        self.servers[server.kind] = server
 
     def serve(self, timeout: float) -> None:
         """Answer the requests that arrive within `timeout` seconds, one at a time, on this (the main) thread."""
@@ -78,7 +91,7 @@ class Owner:
         with conn:
             try:
                 request = json.loads(conn.makefile("r").readline())
-                answer = {"ok": True, "server": describe(self.server_for(request["kind"], request.get("options", {})))}
+                answer = {"ok": True, "server": describe(self.server_for(request["kind"]))}
             except Exception as exc:  # noqa: BLE001 - the kernel gets the error, the lab goes on
                 answer = {"ok": False, "error": str(exc), "type": type(exc).__name__}
             try:
@@ -86,14 +99,16 @@ class Owner:
             except OSError:
                 pass  # the kernel went away while we started its server; the server stays for the next one
 
-    def server_for(self, kind: str, options: dict) -> Server:
-        key = (kind, json.dumps(options, sort_keys=True))
-        server = self.servers.get(key)
+    def server_for(self, kind: str) -> Server:
+        """The lab's server of `kind` (the standard one, no options): running, or started now."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        server = self.servers.get(kind)
         if server is None or not server.alive():
             if server is not None:
                 server.stop()
-            server = _start(kind, options)
-            self.servers[key] = server
+            server = start(kind)
+            self.servers[kind] = server
         return server
 
     def stop(self) -> None:
@@ -103,16 +118,16 @@ class Owner:
         self.path.unlink(missing_ok=True)
 
 
-def ask(kind: str, options: dict | None = None, *, timeout: float | None = None) -> Server:
-    """A kernel's side: the lab's server of `kind` (the lab starts it if needed). The wait covers a build that
-    may still be running in the lab's background setup."""
-    timeout = timeout or (float(os.environ.get("LABKIT_BUILD_WAIT", 1800)) +
+def ask(kind: str, *, timeout: float | None = None) -> Server:
+    """A kernel's side: the lab's server of `kind` (the lab starts it if needed). The wait covers the longest the
+    lab itself may take: waiting for the background build, building (bounded at an hour) and starting."""
+    timeout = timeout or (float(os.environ.get("LABKIT_BUILD_WAIT", 1800)) + 3600 +
                           float(os.environ.get("LABKIT_START_TIMEOUT", 120)) + 60)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.environ[ENV])
-            sock.sendall((json.dumps({"kind": kind, "options": options or {}}) + "\n").encode())
+            sock.sendall((json.dumps({"kind": kind}) + "\n").encode())
             answer = json.loads(sock.makefile("r").readline() or "{}")
         except (OSError, ValueError) as exc:
             raise LabkitError(f"The lab (socket {os.environ.get(ENV)}) did not answer: {exc}.",
@@ -161,10 +176,13 @@ def run(jupyter_args: list[str]) -> int:
     """`make lab`: what lessons 00–01 need, llama-server, then JupyterLab on lesson 00 while the rest installs
     behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup."""
     from .setup import FIRST, setup
-    other = running_lab()
-    if other:
-        raise LabkitError(f"A lab is already running (pid {other['pid']}): {other.get('url') or 'its URL is in its terminal'}",
+    lock = lab_lock()
+    if lock is None:
+        other = running_lab() or {"pid": "?"}
+        raise LabkitError(f"A lab is already running (pid {other['pid']}): "
+                          f"{other.get('url') or 'still starting; its URL will be in its terminal'}",
                           fix=f"Open that one, or stop it first (Ctrl-C in its terminal, or `kill {other['pid']}`).")
+    lab_file().write_text(json.dumps({"pid": os.getpid(), "url": None}))
     setup("lab", only=FIRST)
     owner = Owner(socket_path())
     background = jupyter = None
@@ -197,6 +215,5 @@ def run(jupyter_args: list[str]) -> int:
         if background:
             background.stop()
         owner.stop()
-        info = running_lab()
-        if info and info["pid"] == os.getpid():
-            lab_file().unlink(missing_ok=True)
+        lab_file().unlink(missing_ok=True)
+        lock.close()

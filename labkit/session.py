@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import lab
-from .servers import KINDS, Server, start_llama_server, start_ollama
+from .servers import KINDS, Server, start
 
 _servers: dict[tuple, Server] = {}
 
@@ -25,8 +25,7 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
         if not options and lab.in_lab():
             server = lab.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
         else:
-            start = start_llama_server if kind == "llamacpp" else start_ollama
-            server = start(**options)
+            server = start(kind, **options)
         _servers[key] = server
     if export:
         server.export_env()

@@ -163,12 +163,26 @@ def read_progress() -> dict:
         return {}
 
 
+def _me() -> dict:
+    import psutil
+    return {"pid": os.getpid(), "created": psutil.Process().create_time()}
+
+
+def progress_running(progress: dict) -> bool:
+    """The setup that wrote `progress` is still running (same pid *and* start time: pids get reused)."""
+    import psutil
+    try:
+        return psutil.Process(progress["pid"]).create_time() == progress.get("created")
+    except (psutil.Error, KeyError, TypeError):
+        return False
+
+
 def _note(name: str, state: str, detail: str = "") -> None:
     progress = read_progress()
     if progress.get("pid") != os.getpid():
-        progress = {"pid": os.getpid(), "started": time.time(), "steps": {}}
+        progress = {**_me(), "started": time.time(), "steps": {}}
     progress["steps"][name] = {"state": state, "detail": detail[-500:], "at": time.time()}
-    partial = progress_path().with_suffix(".partial")
+    partial = progress_path().with_suffix(f".{os.getpid()}.partial")
     partial.write_text(json.dumps(progress))
     partial.replace(progress_path())
 
@@ -181,6 +195,8 @@ def missing(group: str, *, only: Sequence[str] | None = None, skip: Sequence[str
 
 def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> None:
     """Install every missing step of `group` ("lab" for the lessons, "test" for lessons + the test suite)."""
+    if read_progress() and not progress_running(read_progress()):
+        progress_path().unlink(missing_ok=True)  # an earlier setup's story: this one supersedes it
     for step in STEPS:
         if group not in step.groups or (only and step.name not in only) or step.name in skip:
             continue
@@ -196,6 +212,9 @@ def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Seque
             detail = step.check()
             if not detail:
                 raise LabkitError(f"{step.name} is still missing after installing it.", fix=step.fix)
+        except (KeyboardInterrupt, SystemExit):
+            _note(step.name, "stopped", "interrupted (Ctrl-C, or the lab stopped)")
+            raise
         except BaseException as exc:
             _note(step.name, "failed", str(exc) or type(exc).__name__)
             raise

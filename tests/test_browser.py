@@ -186,9 +186,8 @@ def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
 def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
     """`labkit lab` (what `make lab` runs) prints a URL; in Chromium that URL shows lesson 00, not the Launcher."""
     import json
-    import signal
-    import subprocess
 
+    from lab_helpers import start_lab, stop_lab
     from playwright.sync_api import sync_playwright
 
     import labkit
@@ -197,12 +196,7 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
     lesson = ROOT / "notebooks" / "00_welcome.ipynb"
     before = lesson.read_bytes()
     labkit.up("llamacpp", export=False, quiet=True)
-    port = pick_port()
-    log = tmp_path / "lab.log"
-    with log.open("wb") as out:
-        lab = subprocess.Popen([sys.executable, "-m", "labkit", "lab", "--no-browser", f"--port={port}",
-                                "--LabApp.expose_app_in_browser=True"], stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    lab, port, log = start_lab(tmp_path, extra=("--LabApp.expose_app_in_browser=True",))
     try:
         deadline = time.monotonic() + 120
         url = None
@@ -227,7 +221,6 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
             finally:
                 browser.close()
     finally:
-        lab.send_signal(signal.SIGINT)
-        lab.wait(60)
+        stop_lab(lab)
     assert wait_gone(lab.pid)
     assert lesson.read_bytes() == before, "opening lesson 00 must not rewrite the committed notebook"

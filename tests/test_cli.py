@@ -19,40 +19,13 @@ from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
 from labkit.servers.install import find_llama_tool, llama_cpp_source
 
-
-def named(procs: list[psutil.Process], name: str) -> bool:
-    """Whether one of these processes (some may have ended meanwhile) is called `name`."""
-    for p in procs:
-        try:
-            if p.name() == name:
-                return True
-        except psutil.Error:
-            pass
-    return False
-
-
-def start_lab(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.Popen, int, Path]:
-    """`labkit lab` as `make lab` runs it, on a free port with a known token; its output in tmp_path/lab.log."""
-    port = free_port()
-    log = tmp_path / "lab.log"
-    with log.open("wb") as out:
-        lab = subprocess.Popen([sys.executable, "-m", "labkit.cli", "lab", "--no-browser", f"--port={port}",
-                                "--ServerApp.token=labtest"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    return lab, port, log
-
-
-def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
-        assert lab.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.5)
-    return httpx.get(f"http://127.0.0.1:{port}/lab/tree/00_welcome.ipynb?token=labtest", timeout=30)
+from lab_helpers import named, start_lab, stop_lab, wait_for_lesson_00
 
 
 def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
+    """Also when started with SIGINT ignored (`make lab &` in a script, nohup): Ctrl-C must still stop it."""
     server = labkit.up("llamacpp", export=False, quiet=True)  # the lab reuses it, as it would a running one
-    lab, port, log = start_lab(tmp_path)
+    lab, port, log = start_lab(tmp_path, sigint_ignored=True)
     try:
         page = wait_for_lesson_00(lab, port, log)
         assert page.status_code == 200 and "JupyterLab" in page.text
@@ -60,8 +33,7 @@ def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
         assert contents.status_code == 200, "JupyterLab serves the course's notebooks folder"
         assert httpx.get(server.base_url + "/health", timeout=10).json() == {"status": "ok"}
     finally:
-        lab.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        lab.wait(30)
+        stop_lab(lab)  # what Ctrl-C sends
     assert wait_gone(lab.pid)
     assert not port_open("127.0.0.1", port), "JupyterLab is still listening after Ctrl-C"
     assert server.alive(), "a server the lab reused is left to its owner"
@@ -97,16 +69,15 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
         assert "installing in the background: ollama" in log.read_text()
     finally:
         family = psutil.Process(lab.pid).children(recursive=True) if lab.poll() is None else family
-        lab.send_signal(signal.SIGINT)
-        lab.wait(60)
+        stop_lab(lab)
     assert wait_gone(lab.pid)
     left = [p for p in family if not wait_gone(p.pid, timeout=20)]
     assert not left, f"still running after the lab stopped: {[p.cmdline()[:3] for p in left]}"
     progress = json.loads((tmp_path / "home" / "run" / "setup-progress.json").read_text())
-    assert progress["steps"]["ollama"]["state"] in ("installing", "failed")  # stopped part-way, never "done"
+    assert progress["steps"]["ollama"]["state"] == "stopped", progress  # interrupted, and says so
     status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], env=env, capture_output=True,
                             text=True, timeout=60)
-    assert "setup: ollama" in status.stdout and "done" not in status.stdout.split("setup: ollama")[1].splitlines()[0]
+    assert "stopped" in status.stdout.split("setup: ollama")[1].splitlines()[0], status.stdout
 
 
 def test_status_and_doctor_exit_codes():
@@ -118,6 +89,7 @@ def test_status_and_doctor_exit_codes():
                             timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
     assert doctor.returncode == 0, doctor.stdout[-3000:]
     assert "llama-server runs on this CPU" in doctor.stdout and "cpu" in doctor.stdout
+    assert "llama-bench 1 token" in doctor.stdout, "the row reads the smoke test's stamp"
     bad = subprocess.run([sys.executable, "-m", "labkit.cli", "status", "--bogus"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
@@ -164,11 +136,12 @@ def test_in_a_lab_servers_belong_to_the_lab_and_a_killed_lab_leaves_nothing(tmp_
     finally:
         if kernel_a and kernel_a.poll() is None:
             kernel_a.kill()
-        lab.kill()  # SIGKILL: no cleanup code of the lab runs
-        lab.wait(30)
+        stop_lab(lab, signal.SIGKILL)  # no cleanup code of the lab runs
     left = [p for p in family if not wait_gone(p.pid, timeout=30)]
     assert not left, f"left running by a killed lab: {[p.cmdline()[:3] for p in left]}"
     assert not port_open("127.0.0.1", int(env["LABKIT_OLLAMA_PORT"]))
+    from labkit.lab import running_lab
+    assert running_lab() is None, "a killed lab's leftover lab.json must not block the next lab (the lock is gone)"
 
 
 def test_python_m_labkit_and_a_missing_model_file_named_by_doctor(tmp_path):

@@ -12,7 +12,14 @@ import httpx
 from ..errors import ServerStartError
 from ..procs import ManagedProcess, tail
 
-PLACEHOLDER_KEY = "sk-local-placeholder"  # clients insist on a key; servers without --api-key ignore it
+PLACEHOLDER_KEY = "sk-local-placeholder"
+DEFAULT_PORT = {"llamacpp": 8080, "ollama": 11434}
+PORT_ENV = {"llamacpp": "LABKIT_LLAMACPP_PORT", "ollama": "LABKIT_OLLAMA_PORT"}
+
+
+def port_of(kind: str) -> int:
+    """The lab's port for a server kind: its environment variable (when set and not empty), else the usual one."""
+    return int(os.environ.get(PORT_ENV[kind]) or DEFAULT_PORT[kind])  # clients insist on a key; servers without --api-key ignore it
 
 
 @dataclass

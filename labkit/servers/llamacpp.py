@@ -12,10 +12,10 @@ from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
-from .base import Server, wait_healthy
+from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
 from .install import build_llama_cpp, find_llama_tool
 
-DEFAULT_PORT = 8080
+DEFAULT_PORT = BASE_PORTS["llamacpp"]
 
 
 def llama_server_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
@@ -66,7 +66,7 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
                        extra_args: Sequence[str] = (), binary: str | os.PathLike | None = None,
                        reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
     """Start llama-server (or reuse a healthy one serving `alias` on `port`) and wait until it is healthy."""
-    port = int(port or os.environ.get("LABKIT_LLAMACPP_PORT", DEFAULT_PORT))
+    port = int(port or port_of("llamacpp"))
     alias = alias or model_alias()
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     if port_open(host, port):

@@ -12,10 +12,10 @@ from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
-from .base import Server, wait_healthy
+from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
 from .install import build_ollama, find_ollama
 
-DEFAULT_PORT = 11434
+DEFAULT_PORT = BASE_PORTS["ollama"]
 
 
 def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
@@ -134,7 +134,7 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str 
                  model: str | os.PathLike | None = None, binary: str | os.PathLike | None = None,
                  reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
     """Start `ollama serve` (or reuse an Ollama on `port`), make sure the lab's model is registered and loaded."""
-    port = int(port or os.environ.get("LABKIT_OLLAMA_PORT", DEFAULT_PORT))
+    port = int(port or port_of("ollama"))
     name = name or model_alias()
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     binary_path = ollama_binary(binary)

@@ -3,6 +3,7 @@ exactly how it died (the signal, and the faulting instruction when the kernel lo
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -52,6 +53,17 @@ def signal_of(returncode: int | None) -> str | None:
         return f"signal {-returncode}"
 
 
+def signal_in(text: str) -> str | None:
+    """The fatal signal named in a log or an error body: Go's `signal: illegal instruction`, or `SIGILL`."""
+    words = {"illegal instruction": "SIGILL", "segmentation fault": "SIGSEGV", "bus error": "SIGBUS",
+             "floating point exception": "SIGFPE", "aborted": "SIGABRT"}
+    m = re.search(r"signal: ([a-z ]+)", text)
+    if m and m.group(1).strip() in words:
+        return words[m.group(1).strip()]
+    m = re.search(r"\b(SIGILL|SIGSEGV|SIGBUS|SIGFPE)\b", text)
+    return m.group(1) if m else None
+
+
 def kernel_trap() -> str | None:
     """The kernel's last `trap invalid opcode` line, naming the binary and address; None when unreadable."""
     try:
@@ -63,7 +75,6 @@ def kernel_trap() -> str | None:
 
 
 def _fail(error: str, *, returncode: int | None = None, text: str = "", log_tail: str = "") -> Smoke:
-    from .install import signal_in
     return Smoke(ok=False, error=error, signal=signal_of(returncode) or signal_in(text + log_tail),
                  log_tail=log_tail or text[-3000:])
 
@@ -107,7 +118,7 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
             return _fail(f"llama-server answered HTTP {r.status_code}: {r.text[:300]}",
                          returncode=server.proc.returncode if server.proc else None, log_tail=server.log_tail())
         passed.append("llama-server /completion 1 token")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:
         return _fail(f"llama-server stopped answering ({exc})",
                      returncode=server.proc.returncode if server.proc else None, log_tail=server.log_tail())
     finally:
@@ -142,7 +153,7 @@ def smoke_ollama(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
             return _fail(f"Ollama answered HTTP {r.status_code}: {r.text[:300]}", text=r.text,
                          log_tail=server.log_tail())
         return Smoke(ok=True, passed=["ollama serve: /api/generate 1 token"])
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:
         return _fail(f"ollama stopped answering ({exc})", log_tail=server.log_tail())
     finally:
         server.stop()
