@@ -137,7 +137,7 @@ def test_in_a_lab_servers_belong_to_the_lab_and_a_killed_lab_leaves_nothing(tmp_
         if kernel_a and kernel_a.poll() is None:
             kernel_a.kill()
         stop_lab(lab, signal.SIGKILL)  # no cleanup code of the lab runs
-    left = [p for p in family if not wait_gone(p.pid, timeout=30)]
+    left = [p for p in family if not wait_gone(p.pid, timeout=60)]
     assert not left, f"left running by a killed lab: {[p.cmdline()[:3] for p in left]}"
     assert not port_open("127.0.0.1", int(env["LABKIT_OLLAMA_PORT"]))
     from labkit.lab import running_lab
