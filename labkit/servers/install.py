@@ -327,9 +327,8 @@ def build_dir_for(name: str, flavour: str, cpu: Cpu) -> Path:
 
 
 def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
-    """cmake configure + build of only the course's programs, copied into dest/bin."""
-    prepare_llama_cpp()
-    cmake = str(shutil.which("cmake"))
+    """cmake configure + build of only the course's programs, copied into dest/bin (after prepare_llama_cpp)."""
+    cmake = shutil.which("cmake") or "cmake"
     cpu = cpu or this_cpu()
     src = llama_cpp_source()
     build_dir = build_dir_for(f"llama.cpp-{LLAMA_CPP_VERSION}", flavour, cpu)
@@ -373,10 +372,9 @@ def prepare_ollama() -> None:
 
 
 def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, quiet: bool = False) -> dict:
-    """`go install` Ollama with cgo (CPU inference) into dest/bin. Release builds compile ggml's CPU kernels per
-    instruction set; a plain cgo build gets generic x86-64 (no AVX) unless the C flags say otherwise."""
-    prepare_ollama()
-    go = str(shutil.which("go"))
+    """`go install` Ollama with cgo (CPU inference) into dest/bin (after prepare_ollama). Release builds
+    compile ggml's CPU kernels per instruction set; a plain cgo build gets generic x86-64 (no AVX) unless the C flags say otherwise."""
+    go = shutil.which("go") or "go"  # checked by prepare_ollama(), which ensure_runs_here runs first
     cpu = cpu or this_cpu()
     # Go module zips drop every folder named `vendor`, so the cgo build misses llama.cpp's header-only deps
     # (nlohmann/json, stb_image, miniaudio); the llama.cpp sdist on PyPI carries the same headers.
