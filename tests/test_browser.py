@@ -224,3 +224,102 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
         stop_lab(lab)
     assert wait_gone(lab.pid)
     assert lesson.read_bytes() == before, "opening lesson 00 must not rewrite the committed notebook"
+
+
+def _letters(text: str) -> str:
+    """ASCII letters only: markdown rendering drops `*`, `#`, list numbers and line breaks, the words stay. (Only
+    ASCII, because Chromium hands an SSE body without a charset over as Latin-1: é arrives as Ã©.)"""
+    return "".join(ch for ch in text if ch.isascii() and ch.isalpha())
+
+
+@pytest.mark.timeout(240)
+def test_llama_server_web_ui_chats():
+    """llama.cpp's own web UI (built by npm from the sdist, served with --path): one message typed into it comes
+    back streamed — the page's text grows while the SSE response arrives, and ends as what the server sent."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    import labkit
+    from labkit.net import free_port
+    from labkit.servers.ui import ui_built
+    if not ui_built():
+        pytest.fail("llama-server's web UI is not built. Fix: `labkit setup --only web-ui` (npm, ~3 min).")
+    server = labkit.up("llamacpp", port=free_port(), parallel=1, export=False, quiet=True,
+                       extra_args=["--n-predict", "32"])  # the UI sends no max_tokens: the server's limit applies
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+                                         timeout=60_000)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.set_default_timeout(60_000)
+                page.goto(server.base_url + "/", wait_until="networkidle")
+                expect(page).to_have_title("llama-ui", timeout=30_000)  # set by the UI's script once it runs
+                box = page.get_by_placeholder("Type a message...")
+                box.fill("What is the capital of France?")
+                with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions"), timeout=60_000) as info:
+                    box.press("Enter")
+                response = info.value
+                messages = page.locator(".markdown-content")
+                lengths, deadline = [], time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    if messages.count() >= 2:  # the user's message, then the assistant's
+                        lengths.append(len(messages.nth(1).inner_text()))
+                        if len(lengths) > 5 and lengths[-1] == lengths[-6] and lengths[-1] > 0:
+                            break  # nothing new for 0.5 s
+                    time.sleep(0.1)
+                assert response.finished() is None  # the stream ended (None = no network error)
+                shown, body = messages.nth(1).inner_text(), response.text()
+                request = json.loads(response.request.post_data)
+                content_type = response.headers["content-type"]
+                RESULTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(RESULTS / "01_web_ui.png"))
+            finally:
+                browser.close()
+        assert request["stream"] is True and request["messages"][-1]["content"] == "What is the capital of France?"
+        assert content_type.startswith("text/event-stream")
+        chunks = [json.loads(line[6:]) for line in body.splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert body.rstrip().endswith("data: [DONE]") and len(chunks) > 3, body[-500:]
+        growing = sorted(set(n for n in lengths if n > 0))
+        assert len(growing) >= 3, f"the reply appeared all at once, not streamed: {lengths}"
+        assert shown.strip() and _letters(shown) == _letters(streamed), (shown, streamed)
+    finally:
+        server.stop()
+    assert not server.alive()
+
+
+@pytest.mark.timeout(120)
+def test_web_ui_placeholder_until_built_then_served_without_restart(tmp_path, monkeypatch):
+    """Before the UI is built, `/` says so (not a 404); when a build lands, the running server serves it."""
+    import httpx
+
+    import labkit
+    from labkit.models import model_path
+    from labkit.net import free_port
+    from labkit.servers.install import find_llama_tool
+    from labkit.servers.ui import STAMP, check_assets, install_into, ui_built, ui_dir
+    if not ui_built():
+        pytest.fail("llama-server's web UI is not built. Fix: `labkit setup --only web-ui`.")
+    real_ui, binary, gguf = ui_dir(), find_llama_tool("llama-server"), model_path()
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    assert ui_built() is None
+    server = labkit.up("llamacpp", port=free_port(), parallel=1, export=False, quiet=True, binary=binary,
+                       model=gguf)
+    try:
+        before = httpx.get(server.base_url + "/", timeout=10)
+        assert before.status_code == 200 and "still being built" in before.text
+        assert httpx.get(server.base_url + "/health", timeout=10).json() == {"status": "ok"}
+        # what build_ui does when npm is done: the finished build moves into the folder the server serves
+        staged = tmp_path / "staged"
+        shutil.copytree(real_ui, staged)
+        assert check_assets(staged) == [] and (staged / STAMP).is_file()
+        install_into(staged, ui_dir())
+        assert ui_built() and not any(staged.iterdir())
+        after = httpx.get(server.base_url + "/", timeout=10)
+        assert after.status_code == 200 and "_app/immutable/bundle." in after.text and "still being built" not in after.text
+        assert httpx.get(server.base_url + "/_app/version.json", timeout=10).status_code == 200
+    finally:
+        server.stop()

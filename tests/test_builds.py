@@ -261,3 +261,55 @@ def test_no_cmake_no_go_and_a_full_disk_are_each_one_clear_message(tmp_path, mon
     with pytest.raises(BinaryError, match=r"(?s)Only 0.0 GiB free.*LABKIT_HOME"):
         ensure_runs_here("tool", tmp_path / "p", build=fake_build({"native": "ok"}, []), smoke=run_fake, cpu=XEON)
     assert not (tmp_path / "p").exists()
+
+
+# ------------------------------------------------------------------------------------------- the web UI (npm)
+def _fake_tool(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+def test_the_web_ui_build_names_a_missing_or_old_node_and_installs_nothing(tmp_path, monkeypatch):
+    from labkit.servers import ui
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", str(bindir))  # no npm, no node
+    with pytest.raises(BinaryError, match="npm/node are not installed") as exc:
+        ui.build_ui()
+    assert "Node.js" in exc.value.fix
+    _fake_tool(bindir, "npm", "exit 0")
+    _fake_tool(bindir, "node", "echo v18.19.1")  # Debian 12's node: vite 7 needs 20.19
+    with pytest.raises(BinaryError, match=r"Node 18\.19 is too old .*20\.19"):
+        ui.build_ui()
+    assert ui.ui_built() is None and not (tmp_path / "home" / "ui").exists()
+
+
+def test_a_failed_npm_build_leaves_the_placeholder_and_says_where_the_log_is(tmp_path, monkeypatch):
+    from labkit.servers import ui
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    src = tmp_path / "llama.cpp"
+    (src / "tools" / "ui").mkdir(parents=True)
+    monkeypatch.setattr(ui, "llama_cpp_source", lambda: src)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    _fake_tool(bindir, "node", "echo v20.20.2")
+    _fake_tool(bindir, "npm", 'echo "npm error network request to registry.npmjs.org failed" >&2; exit 1')
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    with pytest.raises(BinaryError, match="`npm ci --no-audit --no-fund` failed") as exc:
+        ui.build_ui()
+    assert "network request" in exc.value.log_tail and "labkit setup --only web-ui" in exc.value.fix
+    assert ui.ui_built() is None and "still being built" in (ui.ui_dir() / "index.html").read_text()
+    assert not (tmp_path / "home" / "build" / f"ui-{install.LLAMA_CPP_VERSION}").exists(), "work folder removed"
+
+
+def test_check_assets_names_what_a_truncated_ui_build_lacks(tmp_path):
+    from labkit.servers.ui import check_assets
+    (tmp_path / "_app" / "immutable" / "assets").mkdir(parents=True)
+    (tmp_path / "index.html").write_text("<html>")
+    assert check_assets(tmp_path) == ["_app/version.json", "bundle*.js", "bundle*.css"]
+    (tmp_path / "_app" / "version.json").write_text("{}")
+    (tmp_path / "_app" / "immutable" / "bundle.x1.js").write_text("")
+    (tmp_path / "_app" / "immutable" / "assets" / "bundle.x1.css").write_text("")
+    assert check_assets(tmp_path) == []

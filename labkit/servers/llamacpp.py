@@ -14,6 +14,7 @@ from ..net import port_open
 from ..procs import ManagedProcess
 from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
 from .install import build_llama_cpp, find_llama_tool
+from .ui import ui_dir
 
 DEFAULT_PORT = BASE_PORTS["llamacpp"]
 
@@ -47,10 +48,12 @@ def identify(host: str, port: int, api_key: str | None = None) -> dict | None:
 def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                       alias: str = "smollm2-135m", ctx_size: int = 4096, parallel: int = 4,
                       threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
-                      extra_args: Sequence[str] = ()) -> list[str]:
+                      ui: Path | None = None, extra_args: Sequence[str] = ()) -> list[str]:
     """The exact command line the lab runs: what you would type to start the same server yourself."""
     argv = [str(binary), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", alias,
             "--ctx-size", str(ctx_size), "--parallel", str(parallel), "--jinja"]
+    if ui:
+        argv += ["--path", str(ui)]  # the web UI's files (labkit.servers.ui): served at /
     if threads:
         argv += ["--threads", str(threads)]
     if seed is not None:
@@ -64,8 +67,9 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
                        model: str | os.PathLike | None = None, ctx_size: int = 4096, parallel: int = 4,
                        threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
                        extra_args: Sequence[str] = (), binary: str | os.PathLike | None = None,
-                       reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
-    """Start llama-server (or reuse a healthy one serving `alias` on `port`) and wait until it is healthy."""
+                       ui: bool = True, reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
+    """Start llama-server (or reuse a healthy one serving `alias` on `port`) and wait until it is healthy. With
+    `ui` it serves llama.cpp's web UI at / (the page saying it is still being built, until it is)."""
     port = int(port or port_of("llamacpp"))
     alias = alias or model_alias()
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
@@ -81,7 +85,7 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
     gguf = check_gguf(Path(model)) if model else model_path()
     argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, alias=alias,
                              ctx_size=ctx_size, parallel=parallel, threads=threads, api_key=api_key, seed=seed,
-                             extra_args=extra_args)
+                             ui=ui_dir() if ui else None, extra_args=extra_args)
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, alias, api_key=api_key,
                     proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
