@@ -1,0 +1,121 @@
+"""The shape every lesson keeps, checked on the committed notebooks (no server needed): numbered without gaps, a
+title, what you will learn, how long it takes, what it assumes; at least one exercise with an empty cell for the
+learner followed by a collapsed solution that asserts; and no glossary word used before the glossary is linked.
+Each failure names the lesson and the rule it breaks."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+GLOSSARY = NOTEBOOKS / "glossary.md"
+
+# How each glossary entry (its heading = its anchor) is spotted in a lesson's prose.
+TERMS = {
+    "token": r"\btokens?\b",
+    "gguf": r"\bGGUF\b",
+    "quantisation": r"\bquanti[sz](ed|ation|e)\b",
+    "context-window": r"\bcontext (window|size)\b",
+    "slot": r"\bslots?\b",
+    "kv-cache": r"\bKV cache\b",
+    "chat-template": r"\bchat template\b",
+    "sse": r"\bSSE\b|server-sent events",
+    "ndjson": r"\bNDJSON\b",
+    "grammar": r"\bGBNF\b|\bgrammars?\b",
+    "prefill": r"\bprefill(s|ed|ing)?\b",
+    "tool-call": r"\btool calls?\b",
+    "structured-output": r"\bstructured output\b",
+    "reasoning": r"<think>",
+    "temperature": r"\btemperature\b",
+    "ttft": r"\bTTFT\b",
+    "itl": r"\bITL\b",
+    "e2e": r"\bE2E\b",
+    "pp-tg": r"\bpp\d*\b|\btg\d*\b",
+    "event-hook": r"\bevent hooks?\b",
+    "ignore-eos": r"\bignore_eos\b",
+    "modelfile": r"\bModelfile\b",
+    "embedding": r"\bembeddings?\b",
+    "rag": r"\bRAG\b",
+    "loopback": r"\bloopback\b",
+    "reverse-proxy": r"\breverse proxy\b",
+    "rpc": r"\bRPC\b",
+}
+
+
+CODE_TERMS = {"ignore-eos", "reasoning"}  # spotted inside `code` too
+CASED = {"rag", "sse", "rpc", "gguf", "ttft", "itl", "e2e", "ndjson"}  # acronyms: only in capitals
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def text(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def only_comments(source: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("#") for line in source.splitlines())
+
+
+def test_lessons_are_numbered_without_gaps():
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert numbers == list(range(len(LESSONS))), f"lessons must be numbered 00, 01, ... without gaps: {numbers}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_opening_says_what_how_long_and_what_it_assumes(path):
+    first = cells(path)[0]
+    opening = text(first)
+    assert first["cell_type"] == "markdown", f"{path.name}: the first cell must be markdown (the lesson's opening)"
+    assert opening.startswith(f"# {path.name[:2]} · "), f"{path.name}: the first line must be '# {path.name[:2]} · Title'"
+    assert "**You will learn**" in opening, f"{path.name}: the opening must say '**You will learn**'"
+    assert re.search(r"\*\*Time:\*\* ⏱ ~?\d+", opening), f"{path.name}: the opening must say '**Time:** ⏱ N min'"
+    need = re.search(r"\*\*You need:\*\*(.*?)(\n\n|$)", opening, re.S)
+    assert need, f"{path.name}: the opening must say '**You need:**' (which lessons and tools it assumes)"
+    if path.name[:2] != "00":
+        assert re.search(r"\blessons? \d\d", need.group(1)), \
+            f"{path.name}: '**You need:**' must name the earlier lessons it assumes (e.g. 'lessons 00–01')"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_exercises_have_an_empty_cell_then_a_collapsed_checked_solution(path):
+    nb = cells(path)
+    headings = [i for i, c in enumerate(nb) if c["cell_type"] == "markdown"
+                and re.search(r"^#+ Exercises?\b", text(c), re.M)]
+    assert headings, f"{path.name}: no '## Exercise' section"
+    solutions = [i for i, c in enumerate(nb) if "solution" in c["metadata"].get("tags", [])]
+    assert solutions and solutions[0] > headings[0], f"{path.name}: no solution cell (tag 'solution') after the exercise"
+    for i in solutions:
+        cell = nb[i]
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, \
+            f"{path.name} cell {i}: a solution is collapsed (metadata.jupyter.source_hidden)"
+        assert re.search(r"^\s*assert\b", text(cell), re.M), f"{path.name} cell {i}: a solution checks itself (assert)"
+        before = [j for j in range(i) if nb[j]["cell_type"] == "code"]
+        assert before and only_comments(text(nb[before[-1]])) and nb[before[-1]]["source"], \
+            f"{path.name} cell {i}: the code cell before a solution is the learner's, empty but for '# your code here'"
+
+
+def test_the_glossary_has_every_term_and_each_is_linked_before_it_is_used():
+    anchors = re.findall(r"^### (\S+)$", GLOSSARY.read_text(encoding="utf-8"), re.M)
+    assert sorted(anchors) == sorted(TERMS), "glossary.md headings and TERMS must list the same entries"
+    linked: set[str] = set()
+    problems = []
+    for path in LESSONS:
+        for i, cell in enumerate(cells(path)):
+            if cell["cell_type"] != "markdown":
+                continue
+            prose = text(cell)
+            linked |= set(re.findall(r"glossary\.md#([\w-]+)", prose))
+            unlinked = re.sub(r"\[[^\]]*\]\(glossary\.md#[\w-]+\)", "", prose)  # the link text itself is fine
+            words = re.sub(r"`[^`]*`", "", unlinked)  # code spans name things, they don't use the word...
+            for term, pattern in TERMS.items():
+                where = unlinked if term in CODE_TERMS else words  # ...except the terms that are code
+                if term not in linked and re.search(pattern, where, re.I if term not in CASED else 0):
+                    problems.append(f"{path.name} cell {i}: '{term}' used before glossary.md#{term} is linked")
+                    linked.add(term)  # report each term once, where it first appears
+    assert not problems, "\n".join(problems)
