@@ -157,3 +157,13 @@ def model_alias() -> str:
     if user:
         return Path(user).stem.lower().replace(" ", "-").replace("_", "-")
     return EMBEDDED.name
+
+
+def needs_embedded_model(lesson: str, why: str) -> None:
+    """Stop a lesson that truly depends on the embedded model (a grammar tuned to its template, a fact only it
+    has) with one clear line, when the learner has pointed the lab at another GGUF."""
+    if os.environ.get("LABKIT_MODEL"):
+        raise ModelError(f"{lesson} needs the embedded model ({EMBEDDED.name}): {why}. "
+                         f"LABKIT_MODEL points at {os.environ['LABKIT_MODEL']}.",
+                         fix=f"Run this lesson on the embedded model: unset LABKIT_MODEL for it "
+                             "(`env -u LABKIT_MODEL make lab`).")

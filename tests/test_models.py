@@ -42,3 +42,13 @@ def test_tampered_cache_is_not_trusted(tmp_path, monkeypatch):
     models._stamp(target, models.EMBEDDED)
     target.write_bytes(b"GGUF" + b"y" * 20)  # changed after it was verified
     assert not models.is_verified(Path(target))
+
+
+def test_a_lesson_that_needs_the_embedded_model_says_so_in_one_line(monkeypatch):
+    from labkit.models import needs_embedded_model
+    monkeypatch.delenv("LABKIT_MODEL", raising=False)
+    needs_embedded_model("Lesson 11", "its grammar is written for ChatML")  # the embedded model: nothing to say
+    monkeypatch.setenv("LABKIT_MODEL", "/models/other.gguf")
+    with pytest.raises(ModelError, match=r"Lesson 11 needs the embedded model \(smollm2-135m\): its grammar") as e:
+        needs_embedded_model("Lesson 11", "its grammar is written for ChatML")
+    assert "unset LABKIT_MODEL" in e.value.fix
