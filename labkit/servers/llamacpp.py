@@ -7,7 +7,7 @@ from typing import Sequence
 
 import httpx
 
-from ..errors import BinaryError, PortBusyError
+from ..errors import BinaryError, PortBusyError, ServerStartError
 from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
@@ -90,4 +90,24 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
     server = Server("llamacpp", host, port, alias, api_key=api_key,
                     proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
     wait_healthy(server, timeout=timeout, what=f"llama-server on port {port}")
+    return server
+
+
+def start_router(models_dir: str | os.PathLike, *, port: int, host: str = "127.0.0.1", models_max: int = 2,
+                 ctx_size: int = 2048, parallel: int = 1, extra_args: Sequence[str] = (),
+                 binary: str | os.PathLike | None = None, timeout: float | None = None) -> Server:
+    """llama-server in router mode: no model of its own, every GGUF in `models_dir` served by name. The request's
+    `model` chooses; the router starts one llama-server child per loaded model (at most `models_max`, least
+    recently used unloaded first), passing it these options. Stopped with this process, children included."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ServerStartError(f"{models_dir} is not a folder of GGUF files.", fix="Pass the folder that holds them.")
+    if port_open(host, port):
+        raise PortBusyError(f"Port {port} on {host} is taken.", fix="Stop that process or pass another port.")
+    argv = [str(llama_server_binary(binary)), "--models-dir", str(models_dir), "--models-max", str(models_max),
+            "--host", host, "--port", str(port), "--ctx-size", str(ctx_size), "--parallel", str(parallel),
+            "--jinja", "--no-ui", *extra_args]
+    log = subdir("logs") / f"llama-router-{port}.log"
+    server = Server("llamacpp", host, port, "router", proc=ManagedProcess(argv, log_path=log), log_path=log)
+    wait_healthy(server, timeout=timeout or 60, what=f"llama-server router on port {port}")
     return server
