@@ -216,6 +216,18 @@ def judge_embeddings(r: Reply) -> tuple[bool, str]:
     return (len(vec) > 0 and all(isinstance(x, (int, float)) for x in vec[:8])), f"dimension {len(vec)}"
 
 
+def judge_messages(r: Reply) -> tuple[bool, str]:
+    """Anthropic's Messages API (`/v1/messages`): a `message` with text content blocks, a stop_reason, usage."""
+    if (bad := _status_fail(r)):
+        return bad
+    b = r.body if isinstance(r.body, dict) else {}
+    text = "".join(c.get("text", "") for c in b.get("content") or [] if c.get("type") == "text")
+    usage = b.get("usage") or {}
+    ok = (b.get("type") == "message" and bool(text) and b.get("stop_reason") in
+          ("end_turn", "max_tokens", "stop_sequence", "tool_use") and "output_tokens" in usage)
+    return ok, f"stop_reason={b.get('stop_reason')}, text={text[:25]!r}"
+
+
 def judge_error_shape(r: Reply) -> tuple[bool, str]:
     """A bad request must be a 4xx with OpenAI's {"error": {"message": ...}} body (clients read that)."""
     err = r.body.get("error") if isinstance(r.body, dict) else None
@@ -270,6 +282,8 @@ def requests_for(model: str) -> dict[str, list[Request]]:
         "/v1/responses": [post("/v1/responses", {"model": model, "input": "Say hello.", "max_output_tokens": 16,
                                                  "temperature": 0})],
         "/v1/embeddings": [post("/v1/embeddings", {"model": model, "input": "hello"})],
+        "/v1/messages (Anthropic)": [post("/v1/messages", {"model": model, "max_tokens": 16, "temperature": 0,
+                                                            "messages": [{"role": "user", "content": "Say hello."}]})],
         "error shape": [post(chat, {"model": model, "max_tokens": 8})],  # no messages
         "auth (wrong key)": [("POST+BADKEY", chat, _chat(model, max_tokens=2))],
     }
@@ -281,7 +295,7 @@ JUDGES: dict[str, Callable[..., tuple[bool | None, str]]] = {
     "n > 1": judge_n2, "logprobs": judge_logprobs, "max_completion_tokens": judge_max_completion_tokens,
     "json_object": judge_json_object, "json_schema": judge_json_schema, "tools": judge_tools_accepted,
     "tool_choice (forced)": judge_tool_choice, "reasoning fields": judge_reasoning, "/v1/responses": judge_responses,
-    "/v1/embeddings": judge_embeddings, "error shape": judge_error_shape, "auth (wrong key)": judge_auth,
+    "/v1/embeddings": judge_embeddings, "/v1/messages (Anthropic)": judge_messages, "error shape": judge_error_shape, "auth (wrong key)": judge_auth,
 }
 
 

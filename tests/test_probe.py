@@ -37,6 +37,7 @@ def test_llama_server_passes_the_core_api(llama):
                  "logprobs", "max_completion_tokens", "json_object", "json_schema", "/v1/responses", "error shape"):
         assert llama[name].ok is True, (name, llama[name].detail)
     assert "timings" in llama["stream include_usage"].detail  # llama.cpp adds its timings to the usage chunk
+    assert llama["/v1/messages (Anthropic)"].ok is True  # the Anthropic Messages API too (lesson 17)
 
 
 def test_findings_recorded_from_llama_server(llama):
@@ -50,6 +51,13 @@ def test_ollama_recorded_replies(ollama):
     assert ollama["/v1/embeddings"].ok and "dimension 576" in ollama["/v1/embeddings"].detail
     assert ollama["tools"].ok is False and "does not support tools" in ollama["tools"].detail
     assert ollama["error shape"].ok is True
+    assert ollama["/v1/messages (Anthropic)"].ok is True
+
+
+def test_messages_judge_on_edge_cases():
+    assert probe.judge_messages(probe.Reply(400, {"type": "error", "error": {"message": "max_tokens is required"}}))[0] is False
+    no_text = {"type": "message", "content": [], "stop_reason": "end_turn", "usage": {"output_tokens": 0}}
+    assert probe.judge_messages(probe.Reply(200, no_text))[0] is False
 
 
 def test_error_and_auth_judges_on_edge_cases():
