@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import sys
 from pathlib import Path
@@ -48,17 +49,45 @@ def cmd_up(args) -> int:
     return 0
 
 
-def cmd_down(args) -> int:
-    stopped = 0
+def up_records(kind: str = "all") -> list[tuple[Path, dict]]:
+    """The servers `labkit up` started: one run file each (kind-port.json), nothing else in run/."""
+    found = []
     for f in sorted(subdir("run").glob("*.json")):
-        if args.kind not in ("all", f.stem.split("-")[0]):
-            continue
-        pid = json.loads(f.read_text())["pid"]
-        try:
-            os.killpg(pid, signal.SIGTERM)
+        m = re.fullmatch(r"(llamacpp|ollama)-\d+", f.stem)
+        if m and kind in ("all", m.group(1)):
+            try:
+                found.append((f, json.loads(f.read_text())))
+            except ValueError:
+                f.unlink()  # a half-written record: nothing to stop
+    return found
+
+
+def still_ours(record: dict):
+    """The process `labkit up` started, if it still runs: same pid *and* the same command line (pids are reused)."""
+    import psutil
+    try:
+        proc = psutil.Process(record["pid"])
+        return proc if proc.cmdline() == record.get("argv") else None
+    except (psutil.Error, KeyError, TypeError):
+        return None
+
+
+def cmd_down(args) -> int:
+    import psutil
+    stopped = 0
+    for f, record in up_records(args.kind):
+        proc = still_ours(record)
+        if proc is not None:
+            group = [proc, *proc.children(recursive=True)]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            _, alive = psutil.wait_procs(group, timeout=5)
+            for p in alive:  # did not stop on SIGTERM within 5 s
+                p.kill()
+            psutil.wait_procs(alive, timeout=5)
             stopped += 1
-        except ProcessLookupError:
-            pass
         f.unlink()
     print(f"stopped {stopped} server(s) started by `labkit up`")
     return 0

@@ -171,3 +171,35 @@ def test_the_lab_socket_moves_to_the_temp_folder_when_the_home_path_is_too_long(
     owner = lab.Owner(path)  # binds: the path really works
     owner.stop()
     assert not path.exists()
+
+
+def test_down_stops_only_what_up_started_and_escalates(tmp_path):
+    """`labkit down` signals a pid only when its command line is still the one `labkit up` recorded (a reused pid
+    belongs to someone else), leaves the lab's and setup's run files alone, and SIGKILLs what ignores SIGTERM for 5 s."""
+    import json as _json
+    import subprocess as sp
+    import time as _time
+
+    env = {**os.environ, "LABKIT_HOME": str(tmp_path / "home")}
+    run = tmp_path / "home" / "run"
+    run.mkdir(parents=True)
+    stubborn_argv = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                           "print('ready', flush=True); time.sleep(120)"]
+    stubborn = sp.Popen(stubborn_argv, stdout=sp.PIPE, start_new_session=True)  # its own group, as `up` starts it
+    bystander = sp.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        assert stubborn.stdout.readline().strip() == b"ready"  # SIGTERM is ignored from here on
+        (run / "llamacpp-8080.json").write_text(_json.dumps({"pid": stubborn.pid, "argv": stubborn_argv}))
+        (run / "ollama-11434.json").write_text(_json.dumps({"pid": bystander.pid, "argv": ["ollama", "serve"]}))
+        (run / "lab.json").write_text(_json.dumps({"pid": bystander.pid, "url": None}))
+        t0 = _time.monotonic()
+        out = sp.run([sys.executable, "-m", "labkit", "down"], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "stopped 1 server(s)" in out.stdout, out.stdout + out.stderr
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL and _time.monotonic() - t0 >= 4.5  # after 5 s of SIGTERM
+        assert bystander.poll() is None, "a reused pid (another command line) must not be signalled"
+        assert (run / "lab.json").is_file() and not (run / "ollama-11434.json").exists()
+    finally:
+        for p in (stubborn, bystander):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
