@@ -13,7 +13,9 @@ import time
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+from .errors import ServerStartError
 
 _PR_SET_PDEATHSIG = 1
 _live: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
@@ -88,6 +90,33 @@ class ManagedProcess:
         self._log.close()
         _live.discard(self)
         return self.popen.returncode
+
+
+def wait_until_ready(proc: "ManagedProcess | None", ready: Callable[[], bool], *, timeout: float, what: str,
+                     stop: Callable[[], object] | None = None, log_tail: Callable[[], str] | None = None,
+                     fix: str = "") -> None:
+    """Poll `ready()` until it is true — every start in the lab waits this way. If the process exits first, or
+    the deadline passes, the process is stopped (`stop`, default proc.stop) and ServerStartError carries its log
+    tail: nobody waits forever, and nothing half-started is left running."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    stop = stop or (proc.stop if proc else (lambda: None))
+    log_tail = log_tail or (proc.log_tail if proc else (lambda: ""))
+    while True:
+        if proc and not proc.alive():
+            code, log = proc.returncode, log_tail()
+            stop()
+            raise ServerStartError(f"{what} exited during start (exit code {code}).",
+                                   fix=fix or f"Read the log tail below (full log: {proc.log_path}).", log_tail=log)
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            log = log_tail()
+            stop()
+            raise ServerStartError(f"{what} did not become healthy within {timeout:.0f} s.", fix=fix or "Read the log below.",
+                                   log_tail=log)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
 
 
 def wait_gone(pid: int, timeout: float = 15) -> bool:

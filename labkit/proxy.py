@@ -19,7 +19,7 @@ import httpx
 from .errors import BinaryError, PortBusyError, ServerStartError
 from .home import subdir
 from .net import port_open
-from .procs import ManagedProcess
+from .procs import ManagedProcess, wait_until_ready
 
 
 def nginx_found() -> str | None:
@@ -141,14 +141,10 @@ def start_proxy(upstream: str, *, port: int = 8190, token: str | None = None, bu
     proc = ManagedProcess([str(nginx_binary()), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                           log_path=prefix / "stdout.log")
     proxy = Proxy(port, upstream, token, buffering, proc, conf, host)
-    deadline = time.monotonic() + timeout
-    while not port_open(host, port):
-        if not proc.alive() or time.monotonic() > deadline:
-            log = (prefix / "error.log").read_text(errors="replace")[-2000:] if (prefix / "error.log").exists() else ""
-            proc.stop()
-            raise ServerStartError(f"nginx did not start on {host}:{port}.", fix=f"Read {conf} and the log.",
-                                   log_tail=log + proc.log_tail())
-        time.sleep(0.05)
+    error_log = prefix / "error.log"
+    wait_until_ready(proc, lambda: port_open(host, port), timeout=timeout, what=f"nginx on {host}:{port}",
+                     log_tail=lambda: (error_log.read_text(errors="replace")[-2000:] if error_log.exists() else "")
+                     + proc.log_tail(), fix=f"Read {conf} and the log.")
     return proxy
 
 

@@ -186,3 +186,22 @@ def test_ollama_go_runtime_leaves_the_compute_cores(monkeypatch):
         monkeypatch.setattr(oll.os, "cpu_count", lambda: logical)
         monkeypatch.setattr(psutil, "cpu_count", lambda logical=True, _p=physical: _p)
         assert oll.go_procs() == want
+
+
+def test_wait_until_ready_stops_a_process_that_never_gets_ready_and_one_that_exits(tmp_path):
+    """One wait for every start (servers, nginx, RPC workers): the deadline and an early exit both stop the
+    process and raise with its log; nothing is left running."""
+    import sys
+
+    from labkit.errors import ServerStartError
+    from labkit.procs import ManagedProcess, wait_gone, wait_until_ready
+    slow = ManagedProcess([sys.executable, "-c", "import time; print('loading', flush=True); time.sleep(60)"],
+                          log_path=tmp_path / "slow.log")
+    with pytest.raises(ServerStartError, match="slow thing did not become healthy within 1 s") as err:
+        wait_until_ready(slow, lambda: False, timeout=1, what="slow thing")
+    assert "loading" in err.value.log_tail and wait_gone(slow.pid, 5)
+    dying = ManagedProcess([sys.executable, "-c", "print('bad flag'); raise SystemExit(3)"],
+                           log_path=tmp_path / "dying.log")
+    with pytest.raises(ServerStartError, match=r"exited during start \(exit code 3\)") as err:
+        wait_until_ready(dying, lambda: False, timeout=30, what="dying thing")
+    assert "bad flag" in err.value.log_tail

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import httpx
 
-from ..errors import ServerStartError
-from ..procs import ManagedProcess, tail
+from ..procs import ManagedProcess, tail, wait_until_ready
 
 PLACEHOLDER_KEY = "sk-local-placeholder"
 DEFAULT_PORT = {"llamacpp": 8080, "ollama": 11434}
@@ -115,21 +113,7 @@ HEALTH_PATH = {"llamacpp": "/health", "ollama": "/"}
 
 
 def wait_healthy(server: Server, *, timeout: float, what: str) -> None:
-    """Poll health until 200; fail fast with the log when the process died; never wait past `timeout`."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        if server.proc and not server.proc.alive():
-            raise ServerStartError(
-                f"{what} exited during start (exit code {server.proc.returncode}).",
-                fix=f"Read the log tail below (full log: {server.proc.log_path}).", log_tail=server.log_tail())
-        if health_ok(server, timeout=1.0):
-            return
-        if time.monotonic() > deadline:
-            log = server.log_tail()
-            server.stop()
-            raise ServerStartError(f"{what} did not become healthy within {timeout:.0f} s.",
-                                   fix="A large model loads slowly: raise the timeout "
-                                       "(LABKIT_START_TIMEOUT) or check the log.", log_tail=log)
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    """Poll health until 200; a process that died, or the deadline, stops the server and raises with its log."""
+    wait_until_ready(server.proc, lambda: health_ok(server, timeout=1.0), timeout=timeout, what=what,
+                     stop=server.stop, log_tail=server.log_tail,
+                     fix="A large model loads slowly: raise the timeout (LABKIT_START_TIMEOUT), or read the log.")
