@@ -142,9 +142,10 @@ def start_rpc_cluster(*, worker_ports: Sequence[int] = (50050, 50051), port: int
 
 
 # ---------------------------------------------------------------------------------------------- replicas
-def start_replicas(ports: Sequence[int] = (8181, 8182), *, alias: str = "smollm2-135m", ctx_size: int = 512,
+def start_replicas(ports: Sequence[int] = (8181, 8182), *, alias: str | None = None, ctx_size: int = 512,
                    parallel: int = 1, threads: int = 1, timeout: float = 60, **options) -> list[Server]:
-    """Identical llama-servers (same model, same alias) on several ports: the pool a gateway balances."""
+    """Identical llama-servers (same model, same alias: the lab model's unless given) on several ports: the pool a
+    gateway balances."""
     servers: list[Server] = []
     try:
         for p in ports:
