@@ -409,6 +409,14 @@ class Ratio:
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
 
 
+def regime(m: dict) -> str:
+    """What limits decoding, from how tg and read bandwidth grow from 1 thread to all: a verdict only when more
+    threads helped at all; slower with more threads means other work shares the cores (lesson 13, traps)."""
+    if m["tg_scaling"] < 1.0:
+        return "contended: more threads decoded slower (other work on the cores), no verdict"
+    return "compute-bound" if m["tg_scaling"] > 1.1 * m["bw_scaling"] else "bandwidth-bound"
+
+
 def compute_ratios(m: dict) -> list[Ratio]:
     """The six ratios from a dict of measurements (keys below; missing ones give value None with the reason).
     The notes carry the engine-side measurement that explains a ratio when it falls short."""
@@ -434,9 +442,8 @@ def compute_ratios(m: dict) -> list[Ratio]:
         batch_note = f"the engine itself (llama-batched-bench, no HTTP): {m['engine_batch_ratio']:.2f}x"
     bw_note = f"{(bw or 0) / 1e9:.1f} GB/s measured, {(m.get('model_bytes') or 0) / 1e6:.0f} MB read per token"
     if m.get("tg_scaling") and m.get("bw_scaling"):
-        bound = "compute-bound" if m["tg_scaling"] > 1.1 * m["bw_scaling"] else "bandwidth-bound"
         bw_note += (f"; 1→{m['threads']} threads: tg x{m['tg_scaling']:.2f}, bandwidth x{m['bw_scaling']:.2f}"
-                    f" → {bound}")
+                    f" → {regime(m)}")
     return [
         Ratio("client decode ÷ server timings.predicted_per_second", div("client_decode_tps", "server_decode_tps"),
               0.97, note="same requests; the gap is HTTP + SSE + Python on the shared cores"),
