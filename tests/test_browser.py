@@ -44,6 +44,11 @@ PROGRESS_JS = """() => {
 }"""
 
 
+def launch(pw):
+    """Debian's Chromium, headless, through Playwright (no browser download)."""
+    return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS, timeout=60_000)
+
+
 def pick_port() -> int:
     for port in LAB_PORTS:
         if not port_open("127.0.0.1", port):
@@ -119,8 +124,7 @@ def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
     RESULTS.mkdir(exist_ok=True)
     me = psutil.Process()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-                                     timeout=60_000)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(60_000)
@@ -209,8 +213,7 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
             time.sleep(0.5)
         assert f"✔ lesson 00: {url}" in log.read_text()
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-                                         timeout=60_000)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 900})
                 page.goto(url, wait_until="domcontentloaded", timeout=60_000)
@@ -249,8 +252,7 @@ def test_llama_server_web_ui_chats():
                        extra_args=["--n-predict", "32"])  # the UI sends no max_tokens: the server's limit applies
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-                                         timeout=60_000)
+            browser = launch(pw)
             try:
                 page = browser.new_page(viewport={"width": 1200, "height": 800})
                 page.set_default_timeout(60_000)
