@@ -147,3 +147,10 @@ def test_requantize_to_an_unknown_format_is_a_clear_error():
     from labkit.errors import LabkitError
     with pytest.raises(LabkitError, match="llama-quantize to NOPE9 failed"):
         bench.requantized("NOPE9")
+
+
+def test_regime_gives_a_verdict_only_when_more_threads_helped():
+    from labkit.bench import regime
+    assert regime({"tg_scaling": 1.8, "bw_scaling": 1.2}) == "compute-bound"     # decode grew faster than reads
+    assert regime({"tg_scaling": 1.25, "bw_scaling": 1.3}) == "bandwidth-bound"  # decode grew as reads did
+    assert regime({"tg_scaling": 0.7, "bw_scaling": 1.3}).startswith("contended")  # a busy machine: no verdict
