@@ -17,7 +17,8 @@ import labkit.home
 from labkit.models import model_path
 from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
-from labkit.servers.install import find_llama_tool, llama_cpp_source
+from labkit.servers.install import LLAMA_CPP_VERSION, find_llama_tool, llama_cpp_source
+from labkit.servers.ui import ui_built, ui_dir
 
 from lab_helpers import named, start_lab, stop_lab, wait_for_lesson_00
 
@@ -51,6 +52,9 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
     src = llama_cpp_source()  # the new home shares the unpacked sources (Ollama's build takes headers from them)
     (tmp_path / "home" / "build" / "src").mkdir(parents=True)
     (tmp_path / "home" / "build" / "src" / src.parent.name).symlink_to(src.parent)
+    assert ui_built(), "run `labkit setup --only web-ui` first"
+    (tmp_path / "home" / "ui").mkdir()  # the web UI is built: the background setup goes straight to Ollama
+    (tmp_path / "home" / "ui" / LLAMA_CPP_VERSION).symlink_to(ui_dir())
     env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep)
                                   if not (Path(d) / "ollama").is_file())
     lab, port, log = start_lab(tmp_path, env)
