@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import math
 import re
 import shutil
+import struct
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -175,7 +175,6 @@ def decode_base64(data: str) -> list[float]:
     raw = base64.b64decode(data, validate=True)
     if len(raw) % 4:
         raise ValueError(f"a base64 embedding decodes to {len(raw)} bytes, not a whole number of float32s")
-    import struct
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from .errors import BinaryError, PortBusyError, ServerStartError
+from .errors import BinaryError, PortBusyError
 from .home import subdir
 from .net import port_open
 from .procs import ManagedProcess, wait_until_ready

@@ -3,7 +3,6 @@ all-MiniLM-L6-v2 — agreement between them, and each kind of bad input with its
 from __future__ import annotations
 
 import json
-import math
 
 import httpx
 import pytest
