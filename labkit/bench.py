@@ -5,12 +5,13 @@
     runs = bench.interleave([target, other], levels=(1, 4), requests=8, max_tokens=64)
     print(bench.format_summaries(runs))
 
-Per streamed request the client records when each content chunk arrived; everything else is computed from
-those times (pure functions below, unit-tested on recorded runs in data/bench/):
+Per streamed request the client records when each chunk that carried text arrived (`labkit.sse.Assembled`,
+the fold every consumer uses); everything else is computed from those times (pure functions, unit-tested on
+recorded runs in data/bench/):
 
-- TTFT   time to the first non-empty content delta;
-- ITL    gaps between content deltas; TPOT = (E2E - TTFT) / (tokens - 1), as vllm defines it;
-- decode tokens/s of one request = (tokens - 1) / (last delta - first delta);
+- TTFT   time to the first chunk that carried text (`Assembled.ttft`);
+- ITL    gaps between those chunks; TPOT = (E2E - TTFT) / (tokens - 1), as vllm defines it;
+- decode tokens/s of one request = (tokens - 1) / (last chunk - first chunk) (`Assembled.decode_tps`);
 - output tok/s of a level = all tokens / wall time; request throughput = requests / wall time.
 
 The reference limits come from llama-bench (`tg`/`pp` on the same GGUF and threads: the engine without HTTP),
@@ -36,51 +37,32 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .errors import LabkitError
+from .sse import Assembled
 
 PROMPT = "Write a long story about a robot who learns to paint. Use many sentences."
 BENCH_PORT = 8160  # the benchmark's own llama-server (fixed --threads, --parallel 4)
 
 
 # ---------------------------------------------------------------- one streamed request, as the client saw it
-
-@dataclass
-class StreamRecord:
-    """Arrival times (seconds, monotonic, relative to the request start) of a streamed request's content deltas."""
-
-    t_deltas: list[float]
-    t_end: float
-    tokens: int | None = None            # usage.completion_tokens when the server sent it
-    server_decode_tps: float | None = None  # llama-server timings.predicted_per_second
-    text: str = ""
-
-    @property
-    def n_tokens(self) -> int:
-        """Tokens generated: the server's count when given, else one per content delta."""
-        return self.tokens if self.tokens else len(self.t_deltas)
+# A request is a `labkit.sse.Assembled`: the stream folded, with each text chunk's arrival time (seconds since the
+# request left) in `t_deltas`, `t_end`, the token count (`n_tokens`, from usage) and TTFT / decode tok/s.
 
 
-def ttft(rec: StreamRecord) -> float | None:
-    """Time to first token: the first delta that carried text (role-only chunks don't count)."""
-    return rec.t_deltas[0] if rec.t_deltas else None
-
-
-def itls(rec: StreamRecord) -> list[float]:
-    """Inter-token latencies: the gaps between consecutive content deltas."""
+def itls(rec: Assembled) -> list[float]:
+    """Inter-token latencies: the gaps between consecutive text chunks."""
     return [b - a for a, b in zip(rec.t_deltas, rec.t_deltas[1:])]
 
 
-def tpot(rec: StreamRecord) -> float | None:
-    """Time per output token after the first (vllm's TPOT)."""
-    if rec.n_tokens < 2 or not rec.t_deltas:
+def tpot(rec: Assembled) -> float | None:
+    """Time per output token after the first (vllm's TPOT): (E2E - TTFT) / (tokens - 1)."""
+    if rec.n_tokens < 2 or not rec.t_deltas or rec.t_end is None:
         return None
     return (rec.t_end - rec.t_deltas[0]) / (rec.n_tokens - 1)
 
 
-def decode_tps(rec: StreamRecord) -> float | None:
-    """Decode speed as the client sees it: tokens after the first over the time between first and last delta."""
-    if len(rec.t_deltas) < 2 or rec.t_deltas[-1] <= rec.t_deltas[0]:
-        return None
-    return (rec.n_tokens - 1) / (rec.t_deltas[-1] - rec.t_deltas[0])
+def server_decode_tps(rec: Assembled) -> float | None:
+    """llama-server's own decode speed for the request (`timings.predicted_per_second`); None from Ollama."""
+    return (rec.timings or {}).get("predicted_per_second")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -116,16 +98,16 @@ class Summary:
     request_tps: float
 
 
-def summarize(target: str, concurrency: int, records: Sequence[StreamRecord], wall_s: float) -> Summary:
+def summarize(target: str, concurrency: int, records: Sequence[Assembled], wall_s: float) -> Summary:
     """Fold a level's records into medians / p95 and aggregate throughput."""
     def clean(xs: Iterable[float | None]) -> list[float]:
         return [x for x in xs if x is not None]
-    t1 = clean(ttft(r) for r in records)
+    t1 = clean(r.ttft for r in records)
     tp = clean(tpot(r) for r in records)
     gaps = [g for r in records for g in itls(r)]
     e2e = [r.t_end for r in records]
-    dec = clean(decode_tps(r) for r in records)
-    srv = clean(r.server_decode_tps for r in records)
+    dec = clean(r.decode_tps for r in records)
+    srv = clean(server_decode_tps(r) for r in records)
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     return Summary(target, concurrency, len(records), wall_s, med(t1), percentile(t1, 95), med(tp),
                    percentile(tp, 95), med(gaps), percentile(gaps, 95), med(e2e), percentile(e2e, 95), med(dec),
@@ -164,26 +146,19 @@ class Target:
         return cls(name or f"{server.kind}:{server.port}", server.base_url, server.model, server.key, extra)
 
 
-def stream_once(client, target: Target, *, max_tokens: int, prompt: str = PROMPT, seed: int = 42) -> StreamRecord:
-    """One streamed chat request through openai-python, timing every content delta as it arrives."""
+def stream_once(client, target: Target, *, max_tokens: int, prompt: str = PROMPT, seed: int = 42) -> Assembled:
+    """One streamed chat request through openai-python, every chunk folded by `labkit.sse.Assembled` with its
+    arrival time (seconds since the request left)."""
     t0 = time.perf_counter()
     stream = client.chat.completions.create(
         model=target.model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
         temperature=0, seed=seed, stream=True, stream_options={"include_usage": True},
         extra_body=target.extra_body or None)
-    t_deltas: list[float] = []
-    parts: list[str] = []
-    usage_tokens = server_tps = None
+    rec = Assembled()
     for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            t_deltas.append(time.perf_counter() - t0)
-            parts.append(chunk.choices[0].delta.content)
-        if chunk.usage:
-            usage_tokens = chunk.usage.completion_tokens
-        timings = (chunk.model_extra or {}).get("timings")
-        if timings:
-            server_tps = timings.get("predicted_per_second")
-    return StreamRecord(t_deltas, time.perf_counter() - t0, usage_tokens, server_tps, "".join(parts))
+        rec.add(chunk, time.perf_counter() - t0)
+    rec.t_end = time.perf_counter() - t0
+    return rec
 
 
 def client_for(target: Target, *, concurrency: int = 4, timeout: float = 120.0):
@@ -196,7 +171,7 @@ def client_for(target: Target, *, concurrency: int = 4, timeout: float = 120.0):
 
 
 def run_level(target: Target, concurrency: int, requests: int, *, max_tokens: int, client=None,
-              prompt: str = PROMPT) -> tuple[list[StreamRecord], float]:
+              prompt: str = PROMPT) -> tuple[list[Assembled], float]:
     """`requests` streamed requests, `concurrency` in flight at once; returns the records and the wall time."""
     client = client or client_for(target, concurrency=concurrency)
     t0 = time.perf_counter()
@@ -226,7 +201,7 @@ def interleave(targets: Sequence[Target], *, levels: Sequence[int] = (1, 4), req
         for _ in range(warmup):
             stream_once(clients[t.name], t, max_tokens=8)
     per_round = max(1, requests // rounds)
-    cells: dict[tuple[str, int], tuple[list[StreamRecord], float]] = {}
+    cells: dict[tuple[str, int], tuple[list[Assembled], float]] = {}
     steps: list[tuple[int, Target | str]] = []
     for r in range(rounds):
         order: list[tuple[int, Target | str]] = [(level, t) for level in levels for t in targets

@@ -19,6 +19,7 @@ import httpx
 
 from .errors import LabkitError
 from .net import url_for
+from .sse import REASONING_FIELDS, assemble, iter_chunks, iter_events
 from .servers.base import PLACEHOLDER_KEY
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
@@ -65,7 +66,6 @@ def _status_fail(reply: Reply) -> tuple[bool, str] | None:
 
 def sse_chunks(text: str) -> tuple[list[dict], bool]:
     """The JSON chunks of a recorded SSE body and whether it ended with [DONE]."""
-    from .sse import iter_chunks, iter_events
     chunks = list(iter_chunks(iter_events([text.encode()]), require_done=False))
     return chunks, "data: [DONE]" in text
 
@@ -94,7 +94,7 @@ def judge_stream(r: Reply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     chunks, done = sse_chunks(r.text)
-    deltas = sum(1 for c in chunks for ch in c.get("choices") or [] if (ch.get("delta") or {}).get("content"))
+    deltas = assemble(chunks).n_deltas
     ok = done and deltas > 0 and all(c.get("object") == "chat.completion.chunk" for c in chunks)
     return ok, f"{len(chunks)} chunks, {deltas} with content, [DONE] {'yes' if done else 'missing'}"
 
@@ -192,11 +192,12 @@ def judge_tool_choice(r: Reply) -> tuple[bool, str]:
 
 
 def judge_reasoning(r: Reply) -> tuple[bool | None, str]:
-    """Which field carries reasoning: `reasoning_content` (llama.cpp, DeepSeek), `reasoning` (Ollama), none."""
+    """Which field carries reasoning (`labkit.sse.REASONING_FIELDS`): `reasoning_content` (llama.cpp, DeepSeek),
+    `reasoning` (Ollama), none."""
     if (bad := _status_fail(r)):
         return bad
     msg = _choice(r).get("message") or {}
-    fields = [k for k in ("reasoning_content", "reasoning") if k in msg]
+    fields = [k for k in REASONING_FIELDS if k in msg]
     return None, f"reasoning_effort accepted; field: {', '.join(fields) or 'none (model does not think)'}"
 
 

@@ -20,10 +20,11 @@ import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
+
+from .sse import REASONING_FIELDS, Assembled, as_dict
 
 OPEN, CLOSE = "<think>", "</think>"
-REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # llama.cpp/DeepSeek, Ollama /v1 + vLLM, Ollama native
 
 THINK_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "templates" / "qwen3-think.jinja"
 THINK_PORT = 8130
@@ -111,53 +112,36 @@ class ThinkSplitter:
         return total + self.close()
 
 
-def _get(obj: Any, name: str) -> Any:
-    """A field of a dict or of an openai object (extras such as `reasoning_content` live in `model_extra`)."""
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    value = getattr(obj, name, None)
-    if value is None:
-        value = (getattr(obj, "model_extra", None) or {}).get(name)
-    return value
-
-
 def reasoning_field(message: Any) -> tuple[str, str] | None:
-    """(field name, text) of the server's own reasoning field in a message or delta, if it sent one."""
+    """(field name, text) of the server's own reasoning field in a message or delta (dict or openai object; the
+    field names are `labkit.sse.REASONING_FIELDS`), if it sent one."""
+    message = as_dict(message)
     for name in REASONING_FIELDS:
-        value = _get(message, name)
-        if isinstance(value, str):
-            return name, value
+        if isinstance(message.get(name), str):
+            return name, message[name]
     return None
 
 
 def split_message(message: Any, *, prefilled: bool | None = None) -> Split:
-    """Split a reply message: the server's field when it separated the thoughts, else the tags in `content`."""
-    content = _get(message, "content") or ""
+    """Split a reply message: the server's field when it separated the thoughts, else the tags in `content`.
+    A streamed reply splits the same way through `Assembled.message()`."""
     found = reasoning_field(message)
+    content = as_dict(message).get("content") or ""
     if found:
         return Split(found[1], content, True)
     return split_think(content, prefilled=prefilled)
 
 
-def _deltas(chunk: Any) -> Iterator[Any]:
-    """The delta (OpenAI chunk) or message (Ollama native line) of choice 0."""
-    if _get(chunk, "message") is not None:  # Ollama /api/chat
-        yield _get(chunk, "message")
-    for choice in _get(chunk, "choices") or []:
-        if (_get(choice, "index") or 0) == 0:
-            yield _get(choice, "delta") or {}
-
-
 def iter_split(chunks: Iterable[Any], *, prefilled: bool = False) -> Iterator[tuple[str, str]]:
-    """("reasoning" | "answer", text) pieces of a streamed reply, whether the server split it or left tags in."""
-    splitter = ThinkSplitter(prefilled=prefilled)
+    """("reasoning" | "answer", text) pieces of a streamed reply (OpenAI chunks or Ollama `/api/chat` lines,
+    folded by `labkit.sse.Assembled`), whether the server split the thoughts off or left the tags in."""
+    splitter, total = ThinkSplitter(prefilled=prefilled), Assembled()
     for chunk in chunks:
-        for delta in _deltas(chunk):
-            found = reasoning_field(delta)
-            if found and found[1]:
-                yield "reasoning", found[1]
-            piece = splitter.feed(_get(delta, "content") or "")
-            yield from ((k, t) for k, t in (("reasoning", piece.reasoning), ("answer", piece.answer)) if t)
+        delta = total.add(chunk)
+        if delta.reasoning:
+            yield "reasoning", delta.reasoning
+        piece = splitter.feed(delta.content)
+        yield from ((k, t) for k, t in (("reasoning", piece.reasoning), ("answer", piece.answer)) if t)
     tail = splitter.close()
     yield from ((k, t) for k, t in (("reasoning", tail.reasoning), ("answer", tail.answer)) if t)
 

@@ -5,7 +5,8 @@ Layers, each usable alone and each fed bytes exactly as the network delivers the
     SSEDecoder      bytes → Event        (incremental UTF-8, CR/LF/CRLF, multi-line data, comments, id, retry)
     iter_events     byte chunks → events (sync; `aiter_events` is the async twin)
     iter_chunks     events → JSON chunks, stops at [DONE], raises on error events and cut-off streams
-    assemble        JSON chunks → text, role, finish_reason, usage, timings
+    Assembled       JSON chunks → text, reasoning, tool calls, finish_reason, usage, timings, arrival
+                    times: the one fold every consumer uses (`assemble` folds a whole stream)
     stream_chat     POST + all of the above against a real server (`astream_chat` async)
     iter_ndjson     Ollama's native newline-delimited JSON, same strictness
 
@@ -19,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterable, AsyncIterator, Iterable, Iterator, NamedTuple
+from typing import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, NamedTuple
 
 import httpx
 
@@ -237,39 +238,148 @@ async def aiter_chunks(events: AsyncIterable[Event], *, require_done: bool = Tru
     reader.finish()
 
 
+# Where servers put a model's thoughts when they separate them from `content`: llama.cpp and DeepSeek say
+# `reasoning_content`, Ollama's /v1 and vLLM `reasoning`, Ollama's native API `thinking`. The one list of them.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+
+# Fields of a chat completion (or chunk) that the OpenAI spec defines; anything else is the server's own.
+STANDARD_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint",
+                             "service_tier"})
+
+
+def as_dict(obj: object) -> dict:
+    """Typed openai objects and plain JSON dicts alike, as the dict that went over the wire."""
+    if isinstance(obj, dict):
+        return obj
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(exclude_unset=True)
+    raise TypeError(f"expected a dict or an openai/pydantic object, got {type(obj).__name__}")
+
+
+class Delta(NamedTuple):
+    """What one chunk added to choice 0: answer text, thoughts (from a reasoning field), tool-call argument text."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_text: str = ""
+
+    def __bool__(self) -> bool:  # a chunk that carried generated text: one token, as a client counts them
+        return bool(self.content or self.reasoning or self.tool_text)
+
+
 @dataclass
 class Assembled:
-    """A streamed chat completion put back together: what the non-streamed reply would have said."""
+    """A streamed chat completion put back together: what the non-streamed reply would have said, and when each
+    piece arrived. The one fold for every consumer (lessons, widgets, bench, probe, clients): it takes OpenAI
+    `chat.completion.chunk`s (dicts or openai-python objects) and Ollama's native `/api/chat` lines."""
 
     text: str = ""
+    reasoning: str = ""
+    reasoning_field: str | None = None  # the field name the server used for thoughts, if any
+    tool_calls: list[dict] = field(default_factory=list)  # fragments joined per index: id, type, name, arguments
     role: str | None = None
     finish_reason: str | None = None
     usage: dict | None = None
-    timings: dict | None = None
+    timings: dict | None = None  # llama-server's own measurement, sent with the last chunk
+    extras: dict = field(default_factory=dict)  # other non-standard top-level fields of the chunks
     id: str | None = None
     model: str | None = None
     n_chunks: int = 0
-    n_deltas: int = 0  # chunks that carried content
+    n_deltas: int = 0  # chunks that carried generated text (answer, thoughts or tool-call arguments)
+    t_deltas: list[float] = field(default_factory=list)  # when each of those arrived (the `now` given to add)
+    t_end: float | None = None  # when the stream ended, on the same clock (set by whoever reads the stream)
 
-    def add(self, chunk: dict) -> None:
-        """Fold one `chat.completion.chunk` (choice 0) into the total."""
+    def add(self, chunk: object, now: float | None = None) -> Delta:
+        """Fold one chunk (choice 0) into the total; returns what it added. With `now` (any clock, e.g. seconds
+        since the request), the arrival of every chunk that carried text is recorded for the timing metrics."""
+        chunk = as_dict(chunk)
         self.n_chunks += 1
         self.id, self.model = self.id or chunk.get("id"), self.model or chunk.get("model")
         self.usage = chunk.get("usage") or self.usage
         self.timings = chunk.get("timings") or self.timings
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            self.role = delta.get("role") or self.role
-            if delta.get("content"):
-                self.text += delta["content"]
-                self.n_deltas += 1
-            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        for key in chunk.keys() - STANDARD_FIELDS - {"timings", "message", "done", "done_reason"}:
+            self.extras[key] = chunk[key]
+        if "message" in chunk:  # Ollama /api/chat: one message per line, counts on the last
+            delta = self._delta(chunk["message"] or {})
+            self.finish_reason = chunk.get("done_reason") or self.finish_reason
+            if chunk.get("done") and "eval_count" in chunk:
+                self.usage = {"prompt_tokens": chunk.get("prompt_eval_count"),
+                              "completion_tokens": chunk["eval_count"]}
+        else:
+            delta = Delta()
+            for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = self._delta(choice.get("delta") or {})
+                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        if delta:
+            self.n_deltas += 1
+            if now is not None:
+                self.t_deltas.append(now)
+        return delta
+
+    def _delta(self, delta: dict) -> Delta:
+        self.role = delta.get("role") or self.role
+        content = delta.get("content") or ""
+        self.text += content
+        thought = ""
+        for name in REASONING_FIELDS:
+            if isinstance(delta.get(name), str):
+                thought, self.reasoning_field = delta[name], name
+                break
+        self.reasoning += thought
+        tool_text = ""
+        for i, call in enumerate(delta.get("tool_calls") or []):
+            index = call.get("index", i)
+            while len(self.tool_calls) <= index:
+                self.tool_calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+            mine, fn = self.tool_calls[index], call.get("function") or {}
+            mine["id"] = call.get("id") or mine["id"]
+            mine["type"] = call.get("type") or mine["type"]
+            mine["function"]["name"] += fn.get("name") or ""
+            arguments = fn.get("arguments") or ""
+            if not isinstance(arguments, str):  # Ollama's native API sends the arguments as an object, whole
+                arguments = json.dumps(arguments)
+            mine["function"]["arguments"] += arguments
+            tool_text += arguments
+        return Delta(content, thought, tool_text)
+
+    def message(self) -> dict:
+        """The assistant message a non-streamed request would have returned (thoughts under the server's name)."""
+        msg: dict = {"role": self.role or "assistant", "content": self.text}
+        if self.reasoning_field:
+            msg[self.reasoning_field] = self.reasoning
+        if self.tool_calls:
+            msg["tool_calls"] = self.tool_calls
+        return msg
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens generated: the server's usage count when it sent one, else one per chunk that carried text."""
+        if self.usage and self.usage.get("completion_tokens") is not None:
+            return int(self.usage["completion_tokens"])
+        return self.n_deltas
+
+    @property
+    def ttft(self) -> float | None:
+        """Time to first token (on the clock of `now`, from whatever zero the caller chose): the first chunk that
+        carried text; role-only chunks don't count."""
+        return self.t_deltas[0] if self.t_deltas else None
+
+    @property
+    def decode_tps(self) -> float | None:
+        """Decode speed as the client sees it: the first token's time is prompt processing, so the n-1 tokens
+        after it over the time from the first to the last text chunk."""
+        t = self.t_deltas
+        if len(t) < 2 or t[-1] <= t[0] or self.n_tokens < 2:
+            return None
+        return (self.n_tokens - 1) / (t[-1] - t[0])
 
 
-def assemble(chunks: Iterable[dict]) -> Assembled:
-    """Reassemble the text and the final fields of a chat stream."""
+def assemble(chunks: Iterable[object]) -> Assembled:
+    """Reassemble the text and the final fields of a chat stream (dict or openai-python chunks)."""
     total = Assembled()
     for chunk in chunks:
         total.add(chunk)

@@ -18,14 +18,16 @@ from typing import Callable, Iterable, Mapping
 
 import httpx
 import ipywidgets as W
-from httpx_sse import SSEError, connect_sse
 
+from . import sse
+from .reasoning import Split, split_message
 from .servers import Server
+from .sse import Assembled
 
 KIND_LABEL = {"llamacpp": "llama.cpp", "ollama": "Ollama"}
 
 
-# ---------------------------------------------------------------- pure parts: request body, reply, rates
+# ---------------------------------------------------------------- pure parts: request body, reply
 
 
 @dataclass
@@ -61,39 +63,23 @@ def parse_stop(text: str) -> list[str]:
 
 
 @dataclass
-class Reply:
-    """One streamed answer as the widget saw it: text, folded reasoning, usage, timing, or the error instead."""
+class Reply(Assembled):
+    """One streamed answer as the widget saw it: the folded stream (`labkit.sse.Assembled`: text, reasoning,
+    usage, timings, arrival times in seconds since `started`), plus who answered, Stop, or the error instead."""
 
-    server: str
-    text: str = ""
-    reasoning: str = ""
-    finish_reason: str | None = None
-    usage: dict | None = None
-    timings: dict | None = None   # llama-server's own measurement, sent with the last chunk
-    chunks: int = 0               # chunks that carried text
-    started: float = 0.0
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-    done_at: float | None = None
+    server: str = ""
+    started: float = 0.0          # time.monotonic() when the request left
     stopped: bool = False         # the learner pressed Stop
     error: str | None = None
 
     @property
     def first_token_s(self) -> float | None:
         """Time to first token: prompt processing plus queueing, what a learner feels as 'lag'."""
-        return None if self.first_token_at is None else self.first_token_at - self.started
+        return self.ttft
 
-    @property
-    def completion_tokens(self) -> int:
-        """Tokens generated: the server's usage count when it sent one, else one per text chunk."""
-        if self.usage and self.usage.get("completion_tokens") is not None:
-            return int(self.usage["completion_tokens"])
-        return self.chunks
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        """Generation speed measured on the client: tokens after the first over the time since the first."""
-        return tokens_per_second(self.completion_tokens, self.first_token_at, self.last_token_at)
+    def split(self) -> Split:
+        """Thoughts and answer: from the server's reasoning field, else from `<think>` tags in the text."""
+        return split_message(self.message())
 
     def stats(self) -> str:
         """The one-line label under a reply."""
@@ -104,8 +90,8 @@ class Reply:
             parts.append(f"{self.usage.get('prompt_tokens', '?')} prompt + "
                          f"{self.usage.get('completion_tokens', '?')} completion tokens")
         else:
-            parts.append(f"{self.chunks} chunks")
-        rate = self.tokens_per_s
+            parts.append(f"{self.n_deltas} chunks")
+        rate = self.decode_tps
         parts.append(f"{rate:.1f} tok/s" if rate is not None else "… tok/s")
         if self.first_token_s is not None:
             parts.append(f"first token {self.first_token_s:.2f} s")
@@ -115,61 +101,12 @@ class Reply:
             parts.append("stopped")
         elif self.finish_reason:
             parts.append(f"finish: {self.finish_reason}")
-        elif self.done_at is None:
+        elif self.t_end is None:
             parts.append("streaming…")
         return " · ".join(parts)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "first_token_s": self.first_token_s, "tokens_per_s": self.tokens_per_s}
-
-
-def tokens_per_second(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
-    """Decode speed: the first token's time is prompt processing, so count the n-1 tokens after it."""
-    if first_at is None or last_at is None or tokens < 2 or last_at <= first_at:
-        return None
-    return (tokens - 1) / (last_at - first_at)
-
-
-def split_think(text: str) -> tuple[str, str]:
-    """(reasoning, answer) of a text whose model writes <think>…</think> inline; an open <think> is all reasoning."""
-    start = text.find("<think>")
-    if start == -1:
-        return "", text
-    end = text.find("</think>", start)
-    if end == -1:
-        return text[start + 7:].strip(), text[:start]
-    return text[start + 7:end].strip(), (text[:start] + text[end + 8:]).lstrip()
-
-
-def apply_chunk(reply: Reply, chunk: dict, now: float) -> bool:
-    """Fold one chat.completion.chunk into the reply; True when it carried text (answer or reasoning)."""
-    if "error" in chunk:  # llama-server and Ollama send errors as an SSE event with an error object
-        err = chunk["error"]
-        reply.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-        return False
-    if chunk.get("usage"):
-        reply.usage = chunk["usage"]
-    if chunk.get("timings"):
-        reply.timings = chunk["timings"]
-    got = False
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        # llama-server --reasoning-format puts thoughts in reasoning_content; Ollama and others use reasoning
-        thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
-        content = delta.get("content") or ""
-        if thought:
-            reply.reasoning += thought
-        if content:
-            reply.text += content
-        if thought or content:
-            got = True
-        if choice.get("finish_reason"):
-            reply.finish_reason = choice["finish_reason"]
-    if got:
-        reply.chunks += 1
-        reply.first_token_at = reply.first_token_at or now
-        reply.last_token_at = now
-    return got
+        return {**asdict(self), "first_token_s": self.first_token_s, "decode_tps": self.decode_tps}
 
 
 # ---------------------------------------------------------------- I/O: one streamed request
@@ -189,35 +126,28 @@ def down_message(server: Server, exc: Exception) -> str:
 def stream_chat(server: Server, messages: list[dict], params: Params, *,
                 on_update: Callable[[Reply], None] | None = None, cancel: threading.Event | None = None,
                 timeout: float = 120.0) -> Reply:
-    """POST a streaming chat completion and fold the SSE chunks into a Reply; errors end up in reply.error."""
-    body = {"model": server.model, "messages": messages, "stream": True,
-            "stream_options": {"include_usage": True}, **params.body()}
+    """Stream a chat completion through `labkit.sse` and fold it into a Reply, calling `on_update` per chunk that
+    carried text; a server that is down, an HTTP error or a broken stream ends up in reply.error, never raised."""
+    body = {"model": server.model, "messages": messages, "stream_options": {"include_usage": True}, **params.body()}
     reply = Reply(server=server_label(server), started=time.monotonic())
     notify = on_update or (lambda r: None)
+    chunks = sse.stream_chat(server.base_url, body, api_key=server.key, timeout=timeout)
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0)) as http, \
-                connect_sse(http, "POST", server.openai_base_url + "/chat/completions", json=body,
-                            headers=server.headers()) as source:
-            if source.response.status_code != 200:
-                source.response.read()
-                reply.error = (f"{server_label(server)} answered HTTP {source.response.status_code}: "
-                               f"{source.response.text[:500]}")
-            else:
-                for event in source.iter_sse():
-                    if cancel is not None and cancel.is_set():
-                        reply.stopped = True   # leaving the block closes the connection: the server stops
-                        break
-                    if event.data.strip() == "[DONE]":
-                        break
-                    if apply_chunk(reply, json.loads(event.data), time.monotonic()) or reply.error:
-                        notify(reply)
-                    if reply.error:
-                        break
+        for chunk in chunks:
+            if cancel is not None and cancel.is_set():
+                reply.stopped = True
+                break
+            if reply.add(chunk, time.monotonic() - reply.started):
+                notify(reply)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         reply.error = down_message(server, exc)
-    except (httpx.HTTPError, SSEError, ValueError) as exc:
+    except sse.StreamError as exc:  # the server said no (HTTP status, or an error inside the stream)
+        reply.error = f"{server_label(server)}: {exc.what}"
+    except (httpx.HTTPError, sse.SSEError) as exc:
         reply.error = f"{server_label(server)}: the stream broke ({type(exc).__name__}: {exc})"
-    reply.done_at = time.monotonic()
+    finally:
+        chunks.close()  # closes the connection: after Stop, the server stops generating
+    reply.t_end = time.monotonic() - reply.started
     notify(reply)
     return reply
 
@@ -256,9 +186,8 @@ class Pane:
 
     def show(self, reply: Reply, prefix_html: str = "") -> None:
         """Render the reply as it is now (called on every chunk while streaming)."""
-        thought, answer = reply.reasoning, reply.text
-        if not thought:
-            thought, answer = split_think(reply.text)
+        split = reply.split()
+        thought, answer = split.reasoning.strip(), split.answer.lstrip()
         self.reasoning.value = _pre(thought, "color: #666")
         self.reasoning_box.layout.display = "" if thought else "none"
         self.output.value = prefix_html + _pre(answer)
@@ -372,11 +301,17 @@ class Chat(_Base):
                                 on_update=lambda r: self.pane.show(r, before), cancel=self._cancel)
             if not reply.error:  # a failed turn stays out of the history, so a resend is clean
                 self.history += [{"role": "user", "content": prompt},
-                                 {"role": "assistant", "content": split_think(reply.text)[1]}]
+                                 {"role": "assistant", "content": self._answer(reply)}]
             self.last = reply
             return reply
         finally:
             self._busy(False)
+
+    @staticmethod
+    def _answer(reply: Reply) -> str:
+        """What goes back into the history: the answer without the thoughts (and the blank line after them)."""
+        split = reply.split()
+        return split.answer.lstrip() if split.reasoning else split.answer
 
     def clear(self) -> None:
         self.history.clear()

@@ -8,32 +8,39 @@ import math
 import pytest
 
 from labkit import bench
+from labkit.sse import Assembled
 from labkit.home import data_dir
 
 DATA = data_dir() / "bench"
 
 
+def as_assembled(r: dict) -> Assembled:
+    """A recorded request (arrival times, usage's token count, the server's tok/s) as labkit.sse folds it."""
+    return Assembled(text=r["text"], t_deltas=r["t_deltas"], t_end=r["t_end"], n_deltas=len(r["t_deltas"]),
+                     usage={"completion_tokens": r["tokens"]}, timings={"predicted_per_second": r["server_decode_tps"]})
+
+
 @pytest.fixture(scope="module")
 def recorded():
     raw = json.loads((DATA / "stream_records.json").read_text())
-    return raw, [bench.StreamRecord(**r) for r in raw["records"]]
+    return raw, [as_assembled(r) for r in raw["records"]]
 
 
 def test_per_request_metrics_follow_their_definitions(recorded):
     _, recs = recorded
     r = recs[0]
-    assert bench.ttft(r) == r.t_deltas[0] > 0
+    assert r.ttft == r.t_deltas[0] > 0
     assert len(bench.itls(r)) == len(r.t_deltas) - 1 and all(g >= 0 for g in bench.itls(r))
     assert bench.tpot(r) == pytest.approx((r.t_end - r.t_deltas[0]) / (r.n_tokens - 1))
-    assert bench.decode_tps(r) == pytest.approx((r.n_tokens - 1) / (r.t_deltas[-1] - r.t_deltas[0]))
+    assert r.decode_tps == pytest.approx((r.n_tokens - 1) / (r.t_deltas[-1] - r.t_deltas[0]))
 
 
 def test_client_decode_matches_the_servers_own_timings(recorded):
     """llama-server reports predicted_per_second; the client's view of the same requests is close to it."""
     _, recs = recorded
     for r in recs:
-        assert r.n_tokens == 16 and r.server_decode_tps
-        assert 0.8 < bench.decode_tps(r) / r.server_decode_tps < 1.2
+        assert r.n_tokens == 16 and bench.server_decode_tps(r)
+        assert 0.8 < r.decode_tps / bench.server_decode_tps(r) < 1.2
 
 
 def test_summary_aggregates_tokens_over_wall_time(recorded):
@@ -52,8 +59,8 @@ def test_percentile_interpolates_like_numpy():
 
 
 def test_empty_stream_has_no_ttft_or_decode():
-    r = bench.StreamRecord(t_deltas=[], t_end=1.0)
-    assert bench.ttft(r) is None and bench.decode_tps(r) is None and bench.tpot(r) is None
+    r = Assembled(t_end=1.0)
+    assert r.ttft is None and r.decode_tps is None and bench.tpot(r) is None and bench.server_decode_tps(r) is None
 
 
 def test_parse_llama_bench_json():

@@ -42,8 +42,8 @@ def test_recordings_exist():
 def test_recorded_stream_reassembles(path):
     meta = json.loads(path.with_suffix(".request.json").read_text())
     total = reassemble([read(path)])
-    assert total.finish_reason in {"stop", "length"}
-    assert total.text and total.n_deltas >= 1 and total.id
+    assert total.finish_reason in {"stop", "length", "tool_calls"}
+    assert (total.text or total.tool_calls) and total.n_deltas >= 1 and total.id
     if meta["request"].get("stream_options", {}).get("include_usage"):
         assert total.usage["completion_tokens"] == meta["request"]["max_tokens"] or total.finish_reason == "stop"
         assert total.usage["total_tokens"] == total.usage["prompt_tokens"] + total.usage["completion_tokens"]
@@ -221,3 +221,82 @@ def test_ndjson_every_split_and_truncation(path):
 def test_ndjson_error_object():
     with pytest.raises(sse.StreamError, match="model not found"):
         list(sse.iter_ndjson([b'{"error":"model not found"}\n']))
+
+
+# ---------------------------------------------------------------- the one fold: typed chunks, reasoning, tools, time
+
+def usage_stream() -> list[dict]:
+    """llama-server's stream with stream_options.include_usage (recorded in data/clients/)."""
+    body = (STREAMS.parent / "clients" / "llamacpp_stream_include_usage.sse").read_bytes()
+    return list(sse.iter_chunks(sse.iter_events([body])))
+
+
+def test_fold_gets_text_finish_usage_and_the_servers_extras():
+    chunks = usage_stream()
+    total = sse.assemble(chunks)
+    assert total.n_chunks == len(chunks) and total.role == "assistant" and total.finish_reason == "length"
+    assert total.usage["completion_tokens"] == 6 == total.n_tokens
+    assert total.usage["total_tokens"] == total.usage["prompt_tokens"] + 6
+    assert total.text and total.n_deltas <= 6
+    assert total.timings["predicted_n"] == 6 and "timings" not in total.extras  # its own field
+
+
+def test_usage_chunk_has_no_choices_and_without_it_usage_stays_none():
+    chunks = usage_stream()
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]
+    total = sse.assemble(c for c in chunks if not c.get("usage"))
+    assert total.usage is None and total.finish_reason == "length" and total.n_tokens == total.n_deltas
+
+
+def test_typed_openai_chunks_fold_like_the_dicts_they_came_from():
+    from openai.types.chat import ChatCompletionChunk
+    chunks = usage_stream()
+    assert sse.assemble(ChatCompletionChunk.model_validate(c) for c in chunks) == sse.assemble(chunks)
+
+
+def test_reasoning_fields_of_every_server_and_the_message_they_make():
+    chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "a"}}]},
+              {"choices": [{"index": 0, "delta": {"reasoning_content": "b"}}]},
+              {"choices": [{"index": 1, "delta": {"content": "other choice"}}]},
+              {"choices": [{"index": 0, "delta": {"content": "c"}, "finish_reason": "stop"}]}]
+    total = sse.assemble(chunks)
+    assert (total.reasoning, total.text, total.finish_reason, total.n_deltas) == ("ab", "c", "stop", 3)
+    assert total.message() == {"role": "assistant", "content": "c", "reasoning_content": "ab"}
+    for name in sse.REASONING_FIELDS:
+        assert sse.assemble([{"choices": [{"delta": {name: "x"}}]}]).message()[name] == "x"
+
+
+def test_streamed_tool_call_fragments_join_into_the_non_streamed_message():
+    """A real streamed tool call (llama-server, the prefill route of lesson 07) and the same request unstreamed."""
+    total = reassemble([read(STREAMS / "llamacpp_tool_call_stream.sse")])
+    whole = json.loads((STREAMS / "llamacpp_tool_call.json").read_text())["response"]["choices"][0]["message"]
+    assert total.finish_reason == "tool_calls" and total.n_deltas == 8  # the name, then 7 argument pieces
+    mine, theirs = total.message(), dict(whole)
+    for call in mine["tool_calls"] + theirs["tool_calls"]:
+        assert len(call.pop("id")) >= 16  # a fresh random id per request
+    assert mine == theirs
+    assert json.loads(mine["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+def test_ollama_native_lines_fold_too():
+    body = read(STREAMS / "ollama_api_chat_zh.ndjson")
+    lines = list(sse.iter_ndjson([body]))
+    total = sse.assemble(lines)
+    assert total.text == "".join(line["message"]["content"] for line in lines)
+    assert total.finish_reason == lines[-1]["done_reason"] and total.usage["completion_tokens"] == lines[-1]["eval_count"]
+    assert total.role == "assistant" and total.n_deltas == sum(1 for line in lines if line["message"]["content"])
+
+
+def test_arrival_times_give_ttft_and_decode_speed():
+    total = sse.Assembled()
+    for i, chunk in enumerate(usage_stream()):
+        total.add(chunk, now=float(i))
+    # chunk 0 is role-only; the text chunks arrived at 1..k; usage says 6 tokens
+    assert total.ttft == 1.0 and total.t_deltas == [float(i) for i in range(1, total.n_deltas + 1)]
+    assert total.decode_tps == pytest.approx(5 / (total.t_deltas[-1] - 1.0))
+    assert sse.Assembled(t_deltas=[2.0]).decode_tps is None and sse.Assembled().ttft is None
+
+
+def test_as_dict_rejects_other_types():
+    with pytest.raises(TypeError):
+        sse.as_dict(42)

@@ -1,43 +1,38 @@
 """labkit.widgets: pure parts on a recorded real stream, then real sends against the session's llama-server."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
 import labkit
-from labkit import widgets
+from labkit import sse, widgets
 from labkit.net import free_port
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "widgets" / "llamacpp_chat_stream.sse"
 
 
 def recorded_chunks() -> list[dict]:
-    lines = RECORDED.read_text(encoding="utf-8").splitlines()
-    data = [line[len("data: "):] for line in lines if line.startswith("data: ")]
-    assert data[-1] == "[DONE]"
-    return [json.loads(d) for d in data[:-1]]
+    return list(sse.iter_chunks(sse.iter_events([RECORDED.read_bytes()])))
 
 
 def test_recorded_stream_folds_into_reply():
     reply = widgets.Reply(server="recorded", started=0.0)
-    carried = [widgets.apply_chunk(reply, chunk, now=float(i)) for i, chunk in enumerate(recorded_chunks())]
+    carried = [bool(reply.add(chunk, now=float(i))) for i, chunk in enumerate(recorded_chunks())]
     assert carried[0] is False  # the role-only first chunk carries no text
     assert reply.text == "Hello, I's"
     assert reply.finish_reason == "length"
-    assert reply.usage["completion_tokens"] == 4 == reply.chunks == reply.completion_tokens
+    assert reply.usage["completion_tokens"] == 4 == reply.n_deltas == reply.n_tokens
     assert reply.timings["predicted_n"] == 4
-    assert reply.first_token_at == 1.0 and reply.last_token_at == 4.0
-    assert reply.tokens_per_s == pytest.approx(1.0)  # 3 tokens after the first over 3 "seconds"
+    assert reply.first_token_s == 1.0 and reply.t_deltas[-1] == 4.0
+    assert reply.decode_tps == pytest.approx(1.0)  # 3 tokens after the first over 3 "seconds"
     assert "4 completion tokens" in reply.stats() and "1.0 tok/s" in reply.stats()
+    assert "streaming…" not in reply.stats() and reply.as_dict()["decode_tps"] == pytest.approx(1.0)
 
 
-def test_error_event_becomes_reply_error():
-    reply = widgets.Reply(server="x")
-    widgets.apply_chunk(reply, {"error": {"code": 400, "message": "the request exceeds the context size"}}, 0.0)
-    assert reply.error == "the request exceeds the context size"
+def test_error_reply_says_so_in_its_stats():
+    reply = widgets.Reply(server="x", error="the request exceeds the context size")
     assert reply.stats().startswith("error")
 
 
@@ -50,19 +45,22 @@ def test_params_body_and_stop_parsing():
     assert "stop" not in widgets.Params().body() and widgets.Params().body()["seed"] == 42
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("plain answer", ("", "plain answer")),
-    ("<think>2+2 is 4</think>\nIt is 4.", ("2+2 is 4", "It is 4.")),
-    ("<think>still thinking", ("still thinking", "")),  # mid-stream: nothing to show as answer yet
+@pytest.mark.parametrize("fields, expected", [
+    ({"text": "plain answer"}, ("", "plain answer")),
+    ({"text": "<think>2+2 is 4</think>\n\nIt is 4."}, ("2+2 is 4", "It is 4.")),
+    ({"text": "<think>still thinking"}, ("still thinking", "")),  # mid-stream: nothing to show as answer yet
+    ({"text": "It is 4.", "reasoning": "2+2", "reasoning_field": "reasoning_content"}, ("2+2", "It is 4.")),
 ])
-def test_split_think(text, expected):
-    assert widgets.split_think(text) == expected
-
-
-def test_tokens_per_second_ignores_first_token_time():
-    assert widgets.tokens_per_second(11, 2.0, 4.0) == pytest.approx(5.0)
-    assert widgets.tokens_per_second(1, 2.0, 4.0) is None
-    assert widgets.tokens_per_second(5, None, None) is None
+def test_pane_and_history_show_thoughts_apart_from_the_answer(fields, expected):
+    """The pane uses labkit.reasoning's rules (a `<think>` counts only at the start), whether the server split
+    the thoughts off or left the tags in the text."""
+    reply = widgets.Reply(server="x", **fields)
+    pane = widgets.Pane("x")
+    pane.show(reply)
+    thought, answer = expected
+    assert widgets.Chat._answer(reply) == answer
+    assert widgets.html.escape(answer) in pane.output.value and (thought in pane.reasoning.value)
+    assert (pane.reasoning_box.layout.display != "none") == bool(thought)
 
 
 # ------------------------------------------------------------------ against the real server
@@ -87,7 +85,7 @@ def test_chat_send_streams_into_widget_state(llama):
     assert reply.error is None, reply.error
     assert reply.text.strip() and reply.finish_reason in ("length", "stop")
     assert 1 <= reply.usage["completion_tokens"] <= 4 and reply.usage["prompt_tokens"] > 0
-    assert reply.tokens_per_s is None or reply.tokens_per_s > 0
+    assert reply.decode_tps is None or reply.decode_tps > 0
     state = chat.state()
     assert "你好" in state["output_html"]
     assert widgets.html.escape(reply.text) in state["output_html"]
@@ -96,7 +94,7 @@ def test_chat_send_streams_into_widget_state(llama):
     assert state["error"] == "" and not state["reasoning_shown"]
     assert state["send_disabled"] is False and state["stop_disabled"] is True
     # it streamed: the output was redrawn once per text chunk, growing each time
-    assert len(updates) >= reply.chunks >= 1
+    assert len(updates) >= reply.n_deltas >= 1
     assert chat.history == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": reply.text}]
 
     second = chat.send("Say it again.")
@@ -114,8 +112,17 @@ def test_stop_button_ends_a_click_started_stream(llama):
     assert chat.busy and chat.stop_button.disabled is False
     chat.stop_button.click()
     chat.wait(60)
-    assert chat.last.stopped and chat.last.completion_tokens < 200
+    assert chat.last.stopped and chat.last.n_tokens < 200
     assert "stopped" in chat.state()["stats"] and chat.state()["send_disabled"] is False
+
+
+def test_http_error_becomes_reply_error(llama):
+    """labkit.sse raises on it; the widget shows the server's words instead of raising out of a click."""
+    too_long = [{"role": "user", "content": "hello " * 9000}]  # more tokens than any lab context: a 400
+    reply = widgets.stream_chat(llama, too_long, widgets.Params(max_tokens=4))
+    assert reply.error and "HTTP 400" in reply.error and "context size" in reply.error, reply.error
+    assert reply.t_end is not None and reply.text == ""
+    assert reply.stats().startswith("error")
 
 
 def test_down_server_shows_clear_message():
