@@ -83,7 +83,8 @@ def test_ratios_compare_in_the_right_direction_and_say_what_is_missing():
     oks = [r.ok for r in bench.compute_ratios(m)]
     assert oks == [True, True, False, True, None, True]
     text = bench.format_ratios(bench.compute_ratios(m))
-    assert text.count("target") == 6 and "Ollama not measured" in text and "≤ 2.00" in text
+    rows = [line for line in text.splitlines() if line[:1] in "✔✘·"]
+    assert len(rows) == 6 and "target" in text.splitlines()[0] and "Ollama not measured" in text and "≤ 2.00" in text
     assert ratios
 
 
@@ -161,3 +162,22 @@ def test_regime_gives_a_verdict_only_when_more_threads_helped():
     assert regime({"tg_scaling": 1.8, "bw_scaling": 1.2}) == "compute-bound"     # decode grew faster than reads
     assert regime({"tg_scaling": 1.25, "bw_scaling": 1.3}) == "bandwidth-bound"  # decode grew as reads did
     assert regime({"tg_scaling": 0.7, "bw_scaling": 1.3}).startswith("contended")  # a busy machine: no verdict
+
+
+def test_fold_measurements_takes_the_recorded_runs_summaries_and_references():
+    """A recorded report's summaries plus reference results recorded from llama-bench, llama-batched-bench: the
+    summary-derived numbers are the report's own, medians over rounds, the best bandwidth."""
+    report = json.loads((DATA / "report_q4_1.json").read_text())
+    summaries = [bench.Summary(**s) for s in report["summaries"]]
+    lb = bench.parse_llama_bench((DATA / "llama_bench_t1.json").read_text())
+    batched = bench.parse_batched_bench((DATA / "batched_bench_t2.jsonl").read_text())
+    got = {"llama-bench": [lb, lb], "llama-batched-bench": [batched], "bandwidth": [1e9, 3e9],
+           "llama-bench api": [lb], "bandwidth 1": [2e9]}
+    m = bench.fold_measurements(summaries, got, n=16, api_threads=1)
+    for key in ("client_decode_tps", "server_decode_tps", "decode_tps_all", "output_tps_1", "output_tps_4",
+                "ollama_decode_tps", "ollama_decode_tps_api"):
+        assert m[key] == pytest.approx(report["measurements"][key]), key
+    assert m["llama_bench_tg"] == lb["tg16"]["tokens_per_s"] and m["read_bandwidth"] == 3e9
+    assert m["engine_batch_ratio"] == pytest.approx(batched[4]["speed_tg"] / batched[1]["speed_tg"])
+    assert m["tg_scaling"] == pytest.approx(1.0) and m["bw_scaling"] == pytest.approx(1.5)
+    assert len(bench.compute_ratios({"threads": 2, "api_threads": 1, **m})) == 6

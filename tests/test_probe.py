@@ -8,6 +8,7 @@ import pytest
 import labkit
 from labkit import probe
 from labkit.home import data_dir
+from labkit.tables import MARK
 
 
 def load(name: str) -> tuple[str, dict[str, list[probe.Reply]]]:
@@ -28,8 +29,8 @@ def ollama():
 
 
 def test_every_check_was_recorded(llama, ollama):
-    assert set(llama) == set(probe.JUDGES)
-    assert set(ollama) <= set(probe.JUDGES) and len(ollama) >= 14  # three timed out (no reply to record)
+    assert set(llama) == set(probe.BY_NAME) and len(probe.CHECKS) == len(probe.BY_NAME) == 19
+    assert set(ollama) <= set(probe.BY_NAME) and len(ollama) >= 14  # three timed out (no reply to record)
 
 
 def test_llama_server_passes_the_core_api(llama):
@@ -71,9 +72,12 @@ def test_table_puts_servers_side_by_side(llama, ollama):
     names = list(ollama)
     table = probe.format_table({"llama-server": [llama[n] for n in names], "ollama": [ollama[n] for n in names]},
                                details=False)
-    header, *rows = table.splitlines()
-    assert "llama-server" in header and "ollama" in header and len(rows) == len(names) + 1
-    assert rows[-1].startswith("passed: llama-server ")
+    header, rule, *rows, passed = table.splitlines()
+    assert "llama-server" in header and "ollama" in header and set(rule) == {"─"} and len(rows) == len(names)
+    assert all(row.startswith(name) and row.split()[-2:] == [MARK[llama[name].ok],
+                                                             MARK[ollama[name].ok]]
+               for row, name in zip(rows, names))
+    assert passed.startswith("passed: llama-server ")
 
 
 def test_live_probe_against_the_session_llama_server():
