@@ -1,4 +1,4 @@
-"""Tiny network helpers: is a port taken, wait for an HTTP endpoint with a deadline."""
+"""Tiny network helpers: is a port taken, a free port, and one rule for URLs given as a server root or its /v1."""
 from __future__ import annotations
 
 import socket
