@@ -16,13 +16,13 @@ from typing import Iterable, Sequence
 
 import psutil
 
-from .errors import BinaryError, PortBusyError
+from .errors import PortBusyError
 from .home import subdir
 from .net import port_open
 from .procs import ManagedProcess, wait_until_ready
 from .proxy import Proxy, nginx_preamble, nginx_temp_paths, run_nginx
 from .servers import Server
-from .servers.install import find_llama_tool
+from .servers.install import find_tool, require_tool
 from .servers.llamacpp import start_llama_server
 
 RPC_PORTS = range(50050, 50060)       # the course's ports for RPC workers
@@ -34,12 +34,9 @@ UPSTREAM_HEADER = "X-Upstream"        # the gateway tells which replica answered
 # ---------------------------------------------------------------------------------------------- RPC workers
 def rpc_server_binary() -> Path:
     """llama.cpp's RPC worker; only present when llama.cpp was built with -DGGML_RPC=ON."""
-    found = find_llama_tool("ggml-rpc-server") or find_llama_tool("rpc-server")
-    if found:
-        return found
-    raise BinaryError("ggml-rpc-server was not found next to llama-server.",
-                      fix="Rebuild llama.cpp with -DGGML_RPC=ON (cmake -B build -DGGML_RPC=ON), "
-                          "or set LLAMA_SERVER_BIN to a build that has it.")
+    return find_tool("ggml-rpc-server") or require_tool(  # its older name is rpc-server
+        "rpc-server", fix="Neither ggml-rpc-server nor rpc-server is there: rebuild llama.cpp with -DGGML_RPC=ON "
+                          "(cmake -B build -DGGML_RPC=ON), or set LLAMA_SERVER_BIN to a build that has it.")
 
 
 def rpc_worker_argv(binary: Path, *, host: str = "127.0.0.1", port: int = 50050, threads: int = 1) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from labkit import cpu as cpumod
+from labkit import scale
 from labkit.cpu import NO_AMX, Cpu, compiler_flags, first_flavour, llama_cmake_args, parse_cpuinfo
 from labkit.errors import BinaryError
 from labkit.home import data_dir
@@ -313,3 +314,30 @@ def test_check_assets_names_what_a_truncated_ui_build_lacks(tmp_path):
     (tmp_path / "_app" / "immutable" / "bundle.x1.js").write_text("")
     (tmp_path / "_app" / "immutable" / "assets" / "bundle.x1.css").write_text("")
     assert check_assets(tmp_path) == []
+
+
+def test_one_tool_locator_raises_a_clear_error_finds_what_is_there_and_writes_nothing(tmp_path, monkeypatch):
+    """install.require_tool: where it looked and how to get the binary when absent; the path when present; and
+    looking never writes a file (no symlinks or links made on lookup)."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("LABKIT_HOME", str(home))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    monkeypatch.delenv("OLLAMA_BIN", raising=False)
+    with pytest.raises(BinaryError, match=r"llama-bench was not found .*LLAMA_SERVER_BIN") as err:
+        install.require_tool("llama-bench")
+    assert "labkit setup" in err.value.fix
+    with pytest.raises(BinaryError, match=r"ollama was not found \(OLLAMA_BIN") as err:
+        install.require_tool("ollama")
+    assert "OLLAMA_BIN=" in err.value.fix
+    with pytest.raises(BinaryError, match="rpc-server") as err:
+        scale.rpc_server_binary()
+    assert "GGML_RPC=ON" in err.value.fix
+    tool = bin_dir / "llama-bench"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    files_before = sorted(p for p in tmp_path.rglob("*") if not p.is_dir())
+    assert install.require_tool("llama-bench") == tool == install.find_tool("llama-bench")
+    assert install.find_tool("ollama") is None and install.find_tool("llama-server") is None
+    assert sorted(p for p in tmp_path.rglob("*") if not p.is_dir()) == files_before

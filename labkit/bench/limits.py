@@ -15,8 +15,8 @@ from .metrics import data_payloads, parse_batched_bench, parse_llama_bench
 
 
 def llama_bench_binary() -> Path:
-    from ..servers.install import require_llama_tool
-    return require_llama_tool("llama-bench")
+    from ..servers.install import require_tool
+    return require_tool("llama-bench")
 
 
 def run_llama_bench(gguf: str | os.PathLike, *, threads: int, n_prompt: int = 64, n_gen: int = 64,
@@ -35,8 +35,8 @@ def run_batched_bench(gguf: str | os.PathLike, *, threads: int, parallel: Sequen
                       n_prompt: int = 32, n_gen: int = 64, timeout: float = 600) -> dict[int, dict]:
     """llama-batched-bench: the engine decoding 1 and N sequences in one batch, no HTTP, no sampling — how much
     continuous batching can gain at best on this CPU with this weight format."""
-    from ..servers.install import require_llama_tool
-    binary = require_llama_tool("llama-batched-bench")
+    from ..servers.install import require_tool
+    binary = require_tool("llama-batched-bench")
     argv = [str(binary), "-m", str(gguf), "-t", str(threads), "-c", "4096", "-npp", str(n_prompt),
             "-ntg", str(n_gen), "-npl", ",".join(map(str, parallel)), "--output-format", "jsonl"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -52,12 +52,12 @@ def requantized(quant: str, gguf: str | os.PathLike | None = None, *, timeout: f
     measuring speed, not for answers."""
     from ..home import subdir
     from ..models import model_path
-    from ..servers.install import require_llama_tool
+    from ..servers.install import require_tool
     src = Path(gguf) if gguf else model_path()
     out = subdir("models") / f"{src.stem.split('.')[0]}.{quant}-from-{src.stem.split('.')[-1]}.gguf"
     if out.is_file():
         return out
-    binary = require_llama_tool("llama-quantize")
+    binary = require_tool("llama-quantize")
     partial = out.with_suffix(".partial")
     argv = [str(binary), "--allow-requantize", str(src), str(partial), quant]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -88,20 +88,32 @@ def find_llama_tool(name: str = "llama-server", explicit: str | os.PathLike | No
     return _lab_build(llama_cpp_prefix(), name)
 
 
-def require_llama_tool(name: str) -> Path:
-    """find_llama_tool, or a clear error that says how to get it."""
-    found = find_llama_tool(name)
-    if not found:
-        raise BinaryError(f"{name} was not found (next to LLAMA_SERVER_BIN, on PATH, or in the lab's build).",
-                          fix="Run `labkit setup` (it builds llama.cpp with the tools the course uses).")
-    return found
-
-
 def find_ollama(explicit: str | os.PathLike | None = None) -> Path | None:
+    """Ollama: explicit path, OLLAMA_BIN, PATH, then the lab's own build. Only looks."""
     for cand in (explicit, os.environ.get("OLLAMA_BIN"), shutil.which("ollama")):
         if _usable(cand):
             return Path(cand)  # type: ignore[arg-type]
     return _lab_build(ollama_prefix(), "ollama")
+
+
+def find_tool(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
+    """Any binary the lab runs: "ollama", or a llama.cpp tool ("llama-server", "llama-bench", …). Only looks:
+    it writes nothing (the shared libraries were linked once, at install)."""
+    return find_ollama(explicit) if name == "ollama" else find_llama_tool(name, explicit)
+
+
+def require_tool(name: str, explicit: str | os.PathLike | None = None, *, fix: str = "") -> Path:
+    """`find_tool`, or a BinaryError that says where it looked and how to get the binary — the one locator every
+    caller uses (servers, bench, scale)."""
+    found = find_tool(name, explicit)
+    if found:
+        return found
+    env = "OLLAMA_BIN" if name == "ollama" else "LLAMA_SERVER_BIN"
+    where = "OLLAMA_BIN, PATH, the labkit home" if name == "ollama" else \
+        "next to LLAMA_SERVER_BIN, on PATH, or in the lab's build"
+    raise BinaryError(f"{name} was not found ({'the path given, ' if explicit else ''}{where}).",
+                      fix=fix or f"Run `labkit setup` (it builds llama.cpp with the tools the course uses, and "
+                                 f"Ollama), or set {env}=/path/to/{'ollama' if name == 'ollama' else 'llama-server'}.")
 
 
 def provenance(binary: Path) -> str:

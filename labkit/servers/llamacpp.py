@@ -7,26 +7,23 @@ from typing import Sequence
 
 import httpx
 
-from ..errors import BinaryError, PortBusyError, ServerStartError
+from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
-from .install import build_llama_cpp, find_llama_tool
+from .install import build_llama_cpp, find_tool, require_tool
 from .ui import ui_dir
 
 DEFAULT_PORT = BASE_PORTS["llamacpp"]
 
 
 def llama_server_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
-    found = find_llama_tool("llama-server", explicit)
-    if found:
-        return found
-    if not build:
-        raise BinaryError("llama-server was not found (LLAMA_SERVER_BIN, PATH, labkit home).",
-                          fix="Run `labkit setup` to build it, or set LLAMA_SERVER_BIN=/path/to/llama-server.")
-    return build_llama_cpp()
+    """The llama-server to run; when there is none and `build`, build it (labkit setup's step)."""
+    if build and not find_tool("llama-server", explicit):
+        return build_llama_cpp()
+    return require_tool("llama-server", explicit)
 
 
 def identify(host: str, port: int, api_key: str | None = None) -> dict | None:

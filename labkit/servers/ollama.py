@@ -7,25 +7,22 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import BinaryError, PortBusyError, ServerStartError
+from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
-from .install import build_ollama, find_ollama
+from .install import build_ollama, find_tool, require_tool
 
 DEFAULT_PORT = BASE_PORTS["ollama"]
 
 
 def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
-    found = find_ollama(explicit)
-    if found:
-        return found
-    if not build:
-        raise BinaryError("ollama was not found (OLLAMA_BIN, PATH, labkit home).",
-                          fix="Run `labkit setup` to build it, or set OLLAMA_BIN=/path/to/ollama.")
-    return build_ollama()
+    """The ollama to run; when there is none and `build`, build it (labkit setup's step)."""
+    if build and not find_tool("ollama", explicit):
+        return build_ollama()
+    return require_tool("ollama", explicit)
 
 
 def go_procs() -> str:
