@@ -12,13 +12,9 @@ from pathlib import Path
 
 from .errors import LabkitError
 from .home import home, subdir
-from .models import model_alias
-from .net import port_open
 from .cpu import this_cpu
-from .servers import KINDS, port_of, start
+from .servers import KINDS, kind_of, port_of, start
 from .servers.install import find_llama_tool, find_ollama, provenance
-from .servers.llamacpp import identify
-from .servers.ollama import is_ollama
 
 
 def _ports() -> dict[str, int]:
@@ -93,19 +89,6 @@ def cmd_down(args) -> int:
     return 0
 
 
-def describe_port(kind: str, port: int, host: str = "127.0.0.1") -> tuple[bool, str]:
-    """(healthy-and-ours, description) for what listens on a port."""
-    if not port_open(host, port):
-        return False, f"nothing on {host}:{port}"
-    if kind == "llamacpp":
-        found = identify(host, port)
-        if found:
-            return model_alias() in found["models"], f"llama-server on :{port} serving {found['models']}"
-        return False, f"port {port} taken by something that is not llama-server (or wants an API key)"
-    version = is_ollama(host, port)
-    return (bool(version), f"ollama {version} on :{port}") if version else (False, f"port {port} is not Ollama")
-
-
 def setup_rows() -> list[tuple[str, str, str]]:
     """(mark, step, text) for what a `labkit setup` (the lab's background one, say) did or is doing."""
     from .setup import progress_running, read_progress
@@ -127,7 +110,7 @@ def setup_rows() -> list[tuple[str, str, str]]:
 
 def cmd_status(args) -> int:
     for kind, port in _ports().items():
-        ok, text = describe_port(kind, port)
+        ok, text = kind_of(kind).describe("127.0.0.1", port)
         print(f"{'✔' if ok else '·'} {kind:9} {text}")
     for mark, name, text in setup_rows():
         print(f"{mark} setup: {name:9} {text.splitlines()[0] if text else ''}")
@@ -169,7 +152,7 @@ def cmd_doctor(args) -> int:
     for mark, name, text in setup_rows():
         table.add_row(mark, f"setup: {name}", text, "labkit status; the log in the labkit home" if mark == "✘" else "")
     for kind, port in _ports().items():
-        ok, text = describe_port(kind, port)
+        ok, text = kind_of(kind).describe("127.0.0.1", port)
         table.add_row("✔" if ok else "·", f"{kind} server", text,
                       "" if ok else f"labkit up {kind}  (lessons start it themselves)")
     Console().print(table)

@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import LabkitError
 from .home import repo_root, subdir
 from .procs import ManagedProcess, _die_with_parent
-from .servers import KINDS, Server, start, start_llama_server
+from .servers import Server, kind_of, start, start_llama_server
 
 ENV = "LABKIT_LAB"
 LESSON_00 = "00_welcome.ipynb"
@@ -101,8 +101,7 @@ class Owner:
 
     def server_for(self, kind: str) -> Server:
         """The lab's server of `kind` (the standard one, no options): running, or started now."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        kind_of(kind)  # an unknown kind fails here, before anything starts
         server = self.servers.get(kind)
         if server is None or not server.alive():
             if server is not None:

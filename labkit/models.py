@@ -165,5 +165,5 @@ def needs_embedded_model(lesson: str, why: str) -> None:
     if os.environ.get("LABKIT_MODEL"):
         raise ModelError(f"{lesson} needs the embedded model ({EMBEDDED.name}): {why}. "
                          f"LABKIT_MODEL points at {os.environ['LABKIT_MODEL']}.",
-                         fix=f"Run this lesson on the embedded model: unset LABKIT_MODEL for it "
+                         fix="Run this lesson on the embedded model: unset LABKIT_MODEL for it "
                              "(`env -u LABKIT_MODEL make lab`).")

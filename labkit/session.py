@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import lab
-from .servers import KINDS, Server, start
+from .servers import Server, kind_of, start
 
 _servers: dict[tuple, Server] = {}
 
@@ -15,8 +15,7 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
     `options` go to `start_llama_server` / `start_ollama` (port, alias, api_key, extra_args, ...).
     With `export`, OPENAI_BASE_URL / OPENAI_API_KEY point at it so every OpenAI client finds it.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    kind_of(kind)  # an unknown kind fails here, before anything starts
     key = (kind, tuple(sorted((k, str(v)) for k, v in options.items())))
     server = _servers.get(key)
     if server is None or not server.alive():

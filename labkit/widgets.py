@@ -21,11 +21,8 @@ import ipywidgets as W
 
 from . import sse
 from .reasoning import Split, split_message
-from .servers import Server
+from .servers import KINDS, Server
 from .sse import Assembled
-
-KIND_LABEL = {"llamacpp": "llama.cpp", "ollama": "Ollama"}
-
 
 # ---------------------------------------------------------------- pure parts: request body, reply
 
@@ -112,13 +109,18 @@ class Reply(Assembled):
 # ---------------------------------------------------------------- I/O: one streamed request
 
 
+def kind_label(server: Server) -> str:
+    """How a learner knows the server's kind ("llama.cpp", "Ollama"); the raw name for kinds labkit lacks."""
+    return KINDS[server.kind].label if server.kind in KINDS else server.kind
+
+
 def server_label(server: Server) -> str:
-    return f"{KIND_LABEL.get(server.kind, server.kind)} · {server.model}"
+    return f"{kind_label(server)} · {server.model}"
 
 
 def down_message(server: Server, exc: Exception) -> str:
     """What a learner sees when a server does not answer: what, where, and the call that fixes it."""
-    return (f"{KIND_LABEL.get(server.kind, server.kind)} at {server.base_url} is not answering "
+    return (f"{kind_label(server)} at {server.base_url} is not answering "
             f"({type(exc).__name__}: {exc}). Start it with labkit.up({server.kind!r}) "
             f"(or `labkit up {server.kind}` in a terminal), then send again.")
 
@@ -164,7 +166,7 @@ def _servers(servers: Server | Mapping[str, Server] | Iterable[Server]) -> dict[
         servers = [servers]
     if isinstance(servers, Mapping):
         return dict(servers)
-    return {KIND_LABEL.get(s.kind, s.kind) if s.kind in KIND_LABEL else s.model: s for s in servers}
+    return {KINDS[s.kind].label if s.kind in KINDS else s.model: s for s in servers}
 
 
 class Pane:

@@ -29,7 +29,8 @@ class Target:
     @classmethod
     def from_server(cls, server, name: str | None = None) -> "Target":
         """From a labkit Server; llama-server gets ignore_eos so every request decodes exactly max_tokens."""
-        extra = {"ignore_eos": True} if server.kind == "llamacpp" else {}
+        from ..servers import KINDS
+        extra = dict(KINDS[server.kind].bench_extra) if server.kind in KINDS else {}
         return cls(name or f"{server.kind}:{server.port}", server.base_url, server.model, server.key, extra)
 
 

@@ -9,15 +9,9 @@ from typing import Callable
 import httpx
 
 from ..procs import ManagedProcess, tail, wait_until_ready
+from .kinds import kind_of
 
-PLACEHOLDER_KEY = "sk-local-placeholder"
-DEFAULT_PORT = {"llamacpp": 8080, "ollama": 11434}
-PORT_ENV = {"llamacpp": "LABKIT_LLAMACPP_PORT", "ollama": "LABKIT_OLLAMA_PORT"}
-
-
-def port_of(kind: str) -> int:
-    """The lab's port for a server kind: its environment variable (when set and not empty), else the usual one."""
-    return int(os.environ.get(PORT_ENV[kind]) or DEFAULT_PORT[kind])  # clients insist on a key; servers without --api-key ignore it
+PLACEHOLDER_KEY = "sk-local-placeholder"  # clients insist on a key; servers without --api-key ignore it
 
 
 @dataclass
@@ -103,13 +97,11 @@ class Server:
 
 def health_ok(server: Server, timeout: float = 2.0) -> bool:
     try:
-        r = httpx.get(server.base_url + HEALTH_PATH[server.kind], timeout=timeout)
+        r = httpx.get(server.base_url + kind_of(server.kind).health_path, timeout=timeout)
     except httpx.HTTPError:
         return False
     return r.status_code == 200
 
-
-HEALTH_PATH = {"llamacpp": "/health", "ollama": "/"}
 
 
 def wait_healthy(server: Server, *, timeout: float, what: str) -> None:

@@ -12,11 +12,11 @@ from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
-from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
+from .base import Server, wait_healthy
+from .kinds import KINDS, port_of
 from .install import build_llama_cpp, find_tool, require_tool
 from .ui import ui_dir
 
-DEFAULT_PORT = BASE_PORTS["llamacpp"]
 
 
 def llama_server_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
@@ -42,7 +42,17 @@ def identify(host: str, port: int, api_key: str | None = None) -> dict | None:
         return None
 
 
-def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+def describe(host: str, port: int) -> tuple[bool, str]:
+    """(the lab's llama-server and healthy, what listens on host:port) — `labkit status` and `doctor` rows."""
+    if not port_open(host, port):
+        return False, f"nothing on {host}:{port}"
+    found = identify(host, port)
+    if found:
+        return model_alias() in found["models"], f"llama-server on :{port} serving {found['models']}"
+    return False, f"port {port} taken by something that is not llama-server (or wants an API key)"
+
+
+def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port: int = KINDS["llamacpp"].default_port,
                       alias: str = "smollm2-135m", ctx_size: int = 4096, parallel: int = 4,
                       threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
                       ui: Path | None = None, extra_args: Sequence[str] = ()) -> list[str]:
@@ -78,7 +88,7 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alia
                 " (or one that wants a different API key)")
         raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{alias}'.",
                             fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
-                                f"or use another port: LABKIT_LLAMACPP_PORT=<port>.")
+                                f"or use another port: {KINDS['llamacpp'].port_env}=<port>.")
     gguf = check_gguf(Path(model)) if model else model_path()
     argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, alias=alias,
                              ctx_size=ctx_size, parallel=parallel, threads=threads, api_key=api_key, seed=seed,

@@ -12,10 +12,10 @@ from ..home import subdir
 from ..models import check_gguf, model_alias, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
-from .base import DEFAULT_PORT as BASE_PORTS, Server, port_of, wait_healthy
+from .base import Server, wait_healthy
+from .kinds import KINDS, port_of
 from .install import build_ollama, find_tool, require_tool
 
-DEFAULT_PORT = BASE_PORTS["ollama"]
 
 
 def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
@@ -60,6 +60,14 @@ def is_ollama(host: str, port: int) -> str | None:
         return r.json().get("version") if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def describe(host: str, port: int) -> tuple[bool, str]:
+    """(an Ollama and healthy, what listens on host:port) — `labkit status` and `doctor` rows."""
+    if not port_open(host, port):
+        return False, f"nothing on {host}:{port}"
+    version = is_ollama(host, port)
+    return (bool(version), f"ollama {version} on :{port}") if version else (False, f"port {port} is not Ollama")
 
 
 def has_model(server: Server, name: str) -> bool:
@@ -138,7 +146,7 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str 
     if port_open(host, port):
         if not (reuse and is_ollama(host, port)):
             raise PortBusyError(f"Port {port} on {host} is taken by something that is not Ollama.",
-                                fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set LABKIT_OLLAMA_PORT.")
+                                fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set {KINDS['ollama'].port_env}.")
         server = Server("ollama", host, port, name)
     else:
         log = log_path(port)
