@@ -165,7 +165,7 @@ def embedding_server(kind: str = "llamacpp", **options) -> Server:
     extra = ["--embeddings", "--pooling", "mean", *options.pop("extra_args", ())]
     options.setdefault("parallel", 2)
     options.setdefault("ctx_size", CONTEXT * options["parallel"])
-    return up("llamacpp", port=options.pop("port", PORT), alias=NAME, model=ensure_gguf(), ui=False,
+    return up("llamacpp", port=options.pop("port", PORT), model=NAME, gguf=ensure_gguf(), ui=False,
               export=False, extra_args=extra, **options)
 
 

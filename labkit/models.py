@@ -148,8 +148,8 @@ def model_path() -> Path:
     return check_gguf(fetch_embedded())
 
 
-def model_alias() -> str:
-    """The stable `model` name servers answer to: the embedded model's name, or the user GGUF's stem."""
+def model_name() -> str:
+    """The stable `model` name servers answer to (llama-server's `--alias`, LABKIT_MODEL_ALIAS to choose it): the embedded model's name, or the user GGUF's stem."""
     override = os.environ.get("LABKIT_MODEL_ALIAS")
     if override:
         return override

@@ -28,7 +28,7 @@ OPEN, CLOSE = "<think>", "</think>"
 
 THINK_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "templates" / "qwen3-think.jinja"
 THINK_PORT = 8130
-THINK_ALIAS = "smollm2-135m-think"
+THINK_MODEL = "smollm2-135m-think"
 # GBNF that makes any model answer as a reasoning model would: thoughts in tags, then a one-line answer.
 THINK_GRAMMAR = r'''root    ::= "<think>\n" thought "\n</think>\n\n" answer
 thought ::= [^<\n]{8,80}
@@ -177,11 +177,11 @@ def display_stream(pieces: Iterable[tuple[str, str]]) -> Split:
 def think_server(**options: Any):
     """llama-server on the lab model with a Qwen3-style `<think>` template, so it fills `reasoning_content`.
 
-    On its own port (8130) and alias, beside the plain server on 8080. Options go to `labkit.up`.
+    On its own port (8130) and model name, beside the plain server on 8080. Options go to `labkit.up`.
     """
     from .session import up
     extra = ["--chat-template-file", str(THINK_TEMPLATE), *options.pop("extra_args", ())]
     options.setdefault("port", THINK_PORT)
-    options.setdefault("alias", THINK_ALIAS)
+    options.setdefault("model", THINK_MODEL)
     options.setdefault("parallel", 2)
     return up("llamacpp", extra_args=extra, **options)

@@ -113,7 +113,7 @@ class RpcCluster:
 
 
 def start_rpc_cluster(*, worker_ports: Sequence[int] = (50050, 50051), port: int = 8180,
-                      alias: str = "smollm2-rpc", host: str = "127.0.0.1", worker_threads: int = 1,
+                      model: str = "smollm2-rpc", host: str = "127.0.0.1", worker_threads: int = 1,
                       ctx_size: int = 512, parallel: int = 1, threads: int = 1, timeout: float = 60,
                       **options) -> RpcCluster:
     """Start the workers, then `llama-server --rpc w1,w2 -ngl 99` (all layers offloaded to them)."""
@@ -122,7 +122,7 @@ def start_rpc_cluster(*, worker_ports: Sequence[int] = (50050, 50051), port: int
         for p in worker_ports:
             workers.append(start_rpc_worker(p, host=host, threads=worker_threads))
         extra = ["--rpc", rpc_arg(workers), "-ngl", "99", *options.pop("extra_args", ())]
-        server = start_llama_server(port=port, host=host, alias=alias, ctx_size=ctx_size, parallel=parallel,
+        server = start_llama_server(port=port, host=host, model=model, ctx_size=ctx_size, parallel=parallel,
                                     threads=threads, extra_args=extra, reuse=False, timeout=timeout, **options)
     except BaseException:
         for w in workers:
@@ -132,14 +132,14 @@ def start_rpc_cluster(*, worker_ports: Sequence[int] = (50050, 50051), port: int
 
 
 # ---------------------------------------------------------------------------------------------- replicas
-def start_replicas(ports: Sequence[int] = (8181, 8182), *, alias: str | None = None, ctx_size: int = 512,
+def start_replicas(ports: Sequence[int] = (8181, 8182), *, model: str | None = None, ctx_size: int = 512,
                    parallel: int = 1, threads: int = 1, timeout: float = 60, **options) -> list[Server]:
-    """Identical llama-servers (same model, same alias: the lab model's unless given) on several ports: the pool a
+    """Identical llama-servers (same GGUF, same model name: the lab's unless given) on several ports: the pool a
     gateway balances."""
     servers: list[Server] = []
     try:
         for p in ports:
-            servers.append(start_llama_server(port=p, alias=alias, ctx_size=ctx_size, parallel=parallel,
+            servers.append(start_llama_server(port=p, model=model, ctx_size=ctx_size, parallel=parallel,
                                               threads=threads, reuse=False, timeout=timeout, **options))
     except BaseException:
         stop_all(servers)

@@ -23,13 +23,13 @@ from .servers import Server
 from .session import up
 
 PORT = 8140
-ALIAS = "smollm2-tools"
+MODEL = "smollm2-tools"
 PREFILL = "<tool_call>\n"
 END_MARKER = "</tool_call>"
 TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "templates" / "tools-smollm2-chatml.jinja"
 
 
-def tools_server(*, port: int = PORT, alias: str = ALIAS, template: str | Path = TEMPLATE, **options) -> Server:
+def tools_server(*, port: int = PORT, model: str = MODEL, template: str | Path = TEMPLATE, **options) -> Server:
     """llama-server with a chat template that declares tools, so --jinja parses `<tool_call>` into tool_calls."""
     template = Path(template)
     if not template.is_file():
@@ -38,7 +38,7 @@ def tools_server(*, port: int = PORT, alias: str = ALIAS, template: str | Path =
                           fix="Run from a checkout of the lab (it ships data/templates/), or pass template=<path>.")
     extra = ["--chat-template-file", str(template), *options.pop("extra_args", ())]
     options.setdefault("parallel", 2)
-    return up("llamacpp", port=port, alias=alias, extra_args=extra, **options)
+    return up("llamacpp", port=port, model=model, extra_args=extra, **options)
 
 
 def needs_prefill(body: dict[str, Any]) -> bool:

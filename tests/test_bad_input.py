@@ -126,7 +126,7 @@ def test_bad_input_live(kind: str, case: str):
 
 def test_oversize_body_llamacpp_413():
     """llama-server (cpp-httplib) refuses bodies over 100 MiB with an empty 413; a private server takes the load."""
-    server = labkit.up("llamacpp", port=8151, alias="smollm2-badinput", parallel=1, ctx_size=512,
+    server = labkit.up("llamacpp", port=8151, model="smollm2-badinput", parallel=1, ctx_size=512,
                        export=False, quiet=True)
     body = b'{"messages":[{"role":"user","content":"' + b"a" * (101 * 1024 * 1024) + b'"}],"max_tokens":1}'
     r = httpx.post(server.openai_base_url + "/chat/completions", content=body, timeout=60,
@@ -139,7 +139,7 @@ def test_oversize_body_llamacpp_413():
 
 
 def test_wrong_api_key_llamacpp_401():
-    server = labkit.up("llamacpp", port=8152, alias="smollm2-keyed", parallel=1, ctx_size=512,
+    server = labkit.up("llamacpp", port=8152, model="smollm2-keyed", parallel=1, ctx_size=512,
                        api_key="sk-lab-secret", export=False, quiet=True)
     request = {"json": {"model": server.model, "messages": HI, "max_tokens": 2}}
     r = httpx.post(server.openai_base_url + "/chat/completions", timeout=30, **request,

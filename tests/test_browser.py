@@ -309,7 +309,7 @@ def test_web_ui_placeholder_until_built_then_served_without_restart(tmp_path, mo
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
     assert ui_built() is None
     server = labkit.up("llamacpp", port=free_port(), parallel=1, export=False, quiet=True, binary=binary,
-                       model=gguf)
+                       gguf=gguf)
     try:
         before = httpx.get(server.base_url + "/", timeout=10)
         assert before.status_code == 200 and "still being built" in before.text

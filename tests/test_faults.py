@@ -29,7 +29,7 @@ from labkit.sse import StreamError, iter_chunks, iter_events
 
 
 def test_server_killed_mid_stream_gives_a_clear_error_and_up_restarts_it():
-    opts = dict(port=8150, alias="smollm2-faults", parallel=1, ctx_size=512, export=False, quiet=True)
+    opts = dict(port=8150, model="smollm2-faults", parallel=1, ctx_size=512, export=False, quiet=True)
     first = labkit.up("llamacpp", **opts)
     first_pid = first.proc.pid
     payload = {"model": first.model, "messages": [{"role": "user", "content": "写一个很长的故事。"}],
@@ -76,7 +76,7 @@ def test_a_client_never_talks_to_the_wrong_process():
         while not labkit.net.port_open("127.0.0.1", 8156) and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(PortBusyError, match="not llama-server"):
-            labkit.up("llamacpp", port=8156, alias="smollm2-stranger", export=False, quiet=True)
+            labkit.up("llamacpp", port=8156, model="smollm2-stranger", export=False, quiet=True)
     finally:
         stranger.kill()
         stranger.wait(10)
@@ -89,7 +89,7 @@ def test_server_slow_to_load_is_a_bounded_wait(tmp_path):
     slow.chmod(0o755)
     t0 = time.monotonic()
     with pytest.raises(ServerStartError, match="did not become healthy within 3 s") as err:
-        start_llama_server(port=8157, alias="smollm2-slow", binary=slow, timeout=3)
+        start_llama_server(port=8157, model="smollm2-slow", binary=slow, timeout=3)
     assert time.monotonic() - t0 < 15
     assert "LABKIT_START_TIMEOUT" in str(err.value) and "pretending" in err.value.log_tail
     assert not labkit.net.port_open("127.0.0.1", 8157)
@@ -147,7 +147,7 @@ def test_a_server_that_stops_sending_mid_stream_is_named_by_stream_chat():
     """SIGSTOP after two chunks: labkit.sse.stream_chat (given the /v1 form of the URL) says the server stopped
     sending, after how many chunks, within its timeout, instead of a bare httpx.ReadTimeout."""
     from labkit.sse import SSEError, stream_chat
-    server = labkit.up("llamacpp", port=8151, alias="smollm2-stall", parallel=1, ctx_size=512, export=False,
+    server = labkit.up("llamacpp", port=8151, model="smollm2-stall", parallel=1, ctx_size=512, export=False,
                        quiet=True)
     payload = {"model": server.model, "messages": [{"role": "user", "content": "写一个很长的故事。"}],
                "max_tokens": 200, "temperature": 0}

@@ -39,7 +39,7 @@ def run_go(go: str, module: str, *args: str, env: dict[str, str] | None = None, 
 @pytest.fixture(scope="module")
 def keyed_llama():
     """A llama-server that checks keys: the seed's DefaultAnthropicConfig gets 401 from it."""
-    server = labkit.up("llamacpp", port=KEYED_PORT, alias="smollm2-keyed", api_key=KEYED_KEY, parallel=1,
+    server = labkit.up("llamacpp", port=KEYED_PORT, model="smollm2-keyed", api_key=KEYED_KEY, parallel=1,
                        export=False, quiet=True)
     yield server
     server.stop()  # ours alone (port 8122); the session's servers stay up

@@ -20,7 +20,7 @@ BUDGET_S = 240  # whole test, on a 2-core machine shared with other work
 
 @pytest.fixture(scope="module")
 def server():
-    s = labkit.up("llamacpp", port=8154, alias="smollm2-load", parallel=CONCURRENT, ctx_size=CONCURRENT * 256,
+    s = labkit.up("llamacpp", port=8154, model="smollm2-load", parallel=CONCURRENT, ctx_size=CONCURRENT * 256,
                   export=False, quiet=True)
     yield s
     s.stop()

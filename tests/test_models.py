@@ -19,7 +19,7 @@ def test_user_model_overrides_embedded(monkeypatch, tmp_path):
     fake.write_bytes(b"GGUF" + b"\0" * 16)
     monkeypatch.setenv("LABKIT_MODEL", str(fake))
     assert models.model_path() == fake
-    assert models.model_alias() == "my-model"
+    assert models.model_name() == "my-model"
 
 
 def test_missing_model_names_the_path(monkeypatch, tmp_path):

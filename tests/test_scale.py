@@ -57,7 +57,7 @@ def test_rpc_worker_argv_is_what_you_would_type():
 # ------------------------------------------------------------------------------------------- live
 @pytest.mark.timeout(120)
 def test_rpc_cluster_answers_and_stops_server_first():
-    with scale.start_rpc_cluster(worker_ports=(50052, 50053), port=8183, alias="smollm2-rpc-test") as cluster:
+    with scale.start_rpc_cluster(worker_ports=(50052, 50053), port=8183, model="smollm2-rpc-test") as cluster:
         server_proc = cluster.server.proc
         pids = [server_proc.pid, *(w.proc.pid for w in cluster.workers)]
         assert "--rpc" in cluster.server.proc.argv and "127.0.0.1:50052,127.0.0.1:50053" in cluster.server.proc.argv

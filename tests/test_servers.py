@@ -59,7 +59,7 @@ def test_up_is_idempotent_and_reuses_a_running_server():
 
 def test_start_own_server_on_a_free_port_and_stop_it():
     port = free_port()
-    with start_llama_server(port=port, alias="smollm2-135m-test", parallel=1, ctx_size=512) as server:
+    with start_llama_server(port=port, model="smollm2-135m-test", parallel=1, ctx_size=512) as server:
         assert server.owned and server.alive()
         pid = server.proc.pid
         models = httpx.get(server.openai_base_url + "/models", timeout=10).json()
@@ -80,14 +80,14 @@ def test_busy_port_with_a_stranger_is_a_clear_error():
 def test_busy_port_with_another_model_is_not_reused():
     server = labkit.up("llamacpp", export=False, quiet=True)
     with pytest.raises(PortBusyError, match="does not serve 'other-model'"):
-        start_llama_server(port=server.port, alias="other-model")
+        start_llama_server(port=server.port, model="other-model")
 
 
 def test_corrupt_model_fails_before_starting(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="not a GGUF"):
-        start_llama_server(port=free_port(), model=bad, alias="x", timeout=10)
+        start_llama_server(port=free_port(), gguf=bad, model="x", timeout=10)
 
 
 def test_server_that_dies_during_start_reports_its_log(tmp_path):
@@ -97,7 +97,7 @@ def test_server_that_dies_during_start_reports_its_log(tmp_path):
         truncated.write_bytes(f.read(1_000_000))  # valid magic, cut short: llama-server exits while loading
     t0 = time.monotonic()
     with pytest.raises(ServerStartError) as err:
-        start_llama_server(port=free_port(), model=truncated, alias="broken", timeout=60)
+        start_llama_server(port=free_port(), gguf=truncated, model="broken", timeout=60)
     assert time.monotonic() - t0 < 60
     assert "exited during start" in str(err.value)
     assert "Last lines of the log" in str(err.value) and err.value.log_tail.strip()
@@ -105,12 +105,12 @@ def test_server_that_dies_during_start_reports_its_log(tmp_path):
 
 def test_killed_server_is_restarted_on_next_up():
     port = free_port()
-    first = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
+    first = labkit.up("llamacpp", port=port, model="smollm2-135m-restart", parallel=1, ctx_size=512,
                       export=False, quiet=True)
     first_pid = first.proc.pid
     os.killpg(first_pid, signal.SIGKILL)
     assert wait_gone(first_pid)
-    second = labkit.up("llamacpp", port=port, alias="smollm2-135m-restart", parallel=1, ctx_size=512,
+    second = labkit.up("llamacpp", port=port, model="smollm2-135m-restart", parallel=1, ctx_size=512,
                        export=False, quiet=True)
     assert second.alive() and second.proc.pid != first_pid
     second.stop()
@@ -119,7 +119,7 @@ def test_killed_server_is_restarted_on_next_up():
 CHILD = textwrap.dedent("""
     import sys, labkit
     from labkit.servers import start_llama_server
-    s = start_llama_server(port=int(sys.argv[1]), alias="orphan-check", parallel=1, ctx_size=512)
+    s = start_llama_server(port=int(sys.argv[1]), model="orphan-check", parallel=1, ctx_size=512)
     print(s.proc.pid, flush=True)
     if sys.argv[2] == "hang":
         import time; time.sleep(600)

@@ -24,7 +24,7 @@ def _arguments(p) -> None:
     p.add_argument("--no-ollama", action="store_true", help="llama-server only")
     p.add_argument("--quant", metavar="TYPE", help="bench the lab's model converted to TYPE (e.g. Q4_0) by "
                    "llama-quantize: weight formats get different CPU kernels")
-    p.add_argument("--model", metavar="GGUF", help="another GGUF than the lab's (llama-server and the engine "
+    p.add_argument("--gguf", help="another GGUF than the lab's (llama-server and the engine "
                    "references; Ollama keeps the lab's model)")
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
 
@@ -34,8 +34,8 @@ def cmd_bench(args) -> int:
     s.threads = args.threads
     s.max_tokens = args.max_tokens or s.max_tokens
     s.requests = args.requests or s.requests
-    s.model = str(requantized(args.quant)) if args.quant else args.model
-    s.ollama = not args.no_ollama and not s.model
+    s.gguf = str(requantized(args.quant)) if args.quant else args.gguf
+    s.ollama = not args.no_ollama and not s.gguf
     report = run(s)
     print(report)
     if args.json:

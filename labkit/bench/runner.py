@@ -140,7 +140,7 @@ class Settings:
     bandwidth_mib: int = 256
     ollama: bool = True
     port: int = BENCH_PORT
-    model: str | None = None  # a GGUF other than the lab's (e.g. another quantization of it)
+    gguf: str | None = None  # a GGUF other than the lab's (e.g. another quantization of it)
 
     @property
     def api_threads(self) -> int:
@@ -182,14 +182,14 @@ def start_targets(s: Settings, gguf: Path, m: dict) -> tuple[list[Target], dict[
     --parallel 4) and Ollama at the same thread counts; which levels each is measured at. Notes go into `m`."""
     import labkit
     common: dict = dict(parallel=4, export=False, quiet=True)
-    alias = "smollm2-bench"
-    if s.model:
-        common["model"], alias = str(gguf), f"{gguf.stem}-bench"
-    main = labkit.up("llamacpp", port=s.port, alias=alias, threads=s.threads, **common)
+    model = "smollm2-bench"
+    if s.gguf:
+        common["gguf"], model = str(gguf), f"{gguf.stem}-bench"
+    main = labkit.up("llamacpp", port=s.port, model=model, threads=s.threads, **common)
     targets = [Target.from_server(main, "llama-server")]
     levels_for: dict[str, Sequence[int]] = {}
     if s.api_threads != s.threads:
-        api = labkit.up("llamacpp", port=s.port + 1, alias=alias + "-api", threads=s.api_threads, **common)
+        api = labkit.up("llamacpp", port=s.port + 1, model=model + "-api", threads=s.api_threads, **common)
         targets.append(Target.from_server(api, f"llama-server t{s.api_threads}"))
         levels_for[targets[-1].name] = (1,)
     if s.ollama:
@@ -227,7 +227,7 @@ def run(settings: Settings | None = None, *, progress: bool = True) -> Report:
     from ..models import check_gguf, model_path
     from ..servers.ollama import remove_model
     s = settings or Settings()
-    gguf = check_gguf(Path(s.model)) if s.model else model_path()
+    gguf = check_gguf(Path(s.gguf)) if s.gguf else model_path()
     m: dict = {"model": gguf.name, "threads": s.threads, "api_threads": s.api_threads, "max_tokens": s.max_tokens}
     targets, levels_for = start_targets(s, gguf, m)
     got: dict[str, list] = {}

@@ -59,7 +59,7 @@ def probe(base_url: str, model: str, *, api_key: str = PLACEHOLDER_KEY, only: li
 
 def default_model(base_url: str, api_key: str = PLACEHOLDER_KEY) -> str:
     """What to probe when no model is named: the lab's model when the server lists it, else its first one."""
-    from ..models import model_alias
+    from ..models import model_name
     url = url_for(base_url, "/v1/models")
     try:
         r = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
@@ -71,7 +71,7 @@ def default_model(base_url: str, api_key: str = PLACEHOLDER_KEY) -> str:
                               "Name the model with --model.") from None
     if not ids:
         raise LabkitError(f"{url} lists no model.", fix="Load one, or name it with --model.")
-    lab = model_alias()
+    lab = model_name()
     return next((i for i in ids if i in (lab, f"{lab}:latest")), ids[0])
 
 

@@ -1,4 +1,4 @@
-"""llama.cpp's llama-server: start it on the lab's model, or reuse the one already serving that alias."""
+"""llama.cpp's llama-server: start it on the lab's model, or reuse the one already serving that model name."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import httpx
 
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
-from ..models import check_gguf, model_alias, model_path
+from ..models import check_gguf, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
@@ -48,16 +48,16 @@ def describe(host: str, port: int) -> tuple[bool, str]:
         return False, f"nothing on {host}:{port}"
     found = identify(host, port)
     if found:
-        return model_alias() in found["models"], f"llama-server on :{port} serving {found['models']}"
+        return model_name() in found["models"], f"llama-server on :{port} serving {found['models']}"
     return False, f"port {port} taken by something that is not llama-server (or wants an API key)"
 
 
 def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port: int = KINDS["llamacpp"].default_port,
-                      alias: str = "smollm2-135m", ctx_size: int = 4096, parallel: int = 4,
+                      model: str = "smollm2-135m", ctx_size: int = 4096, parallel: int = 4,
                       threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
                       ui: Path | None = None, extra_args: Sequence[str] = ()) -> list[str]:
     """The exact command line the lab runs: what you would type to start the same server yourself."""
-    argv = [str(binary), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", alias,
+    argv = [str(binary), "--model", str(gguf), "--host", host, "--port", str(port), "--alias", model,
             "--ctx-size", str(ctx_size), "--parallel", str(parallel), "--jinja"]
     if ui:
         argv += ["--path", str(ui)]  # the web UI's files (labkit.servers.ui): served at /
@@ -70,31 +70,32 @@ def llama_server_argv(binary: Path, gguf: Path, *, host: str = "127.0.0.1", port
     return argv + list(extra_args)
 
 
-def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", alias: str | None = None,
-                       model: str | os.PathLike | None = None, ctx_size: int = 4096, parallel: int = 4,
+def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", model: str | None = None,
+                       gguf: str | os.PathLike | None = None, ctx_size: int = 4096, parallel: int = 4,
                        threads: int | None = None, api_key: str | None = None, seed: int | None = 42,
                        extra_args: Sequence[str] = (), binary: str | os.PathLike | None = None,
                        ui: bool = True, reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
-    """Start llama-server (or reuse a healthy one serving `alias` on `port`) and wait until it is healthy. With
-    `ui` it serves llama.cpp's web UI at / (the page saying it is still being built, until it is)."""
+    """Start llama-server on `gguf` (default: the lab's model), serving it under the name `model` (llama-server's
+    `--alias`; default: the lab's model name), or reuse a healthy one serving `model` on `port`; wait until it is
+    healthy. With `ui` it serves llama.cpp's web UI at / (the page saying it is still being built, until it is)."""
     port = int(port or port_of("llamacpp"))
-    alias = alias or model_alias()
+    model = model or model_name()
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     if port_open(host, port):
         found = identify(host, port, api_key)
-        if reuse and found and alias in found["models"]:
-            return Server("llamacpp", host, port, alias, api_key=api_key)
+        if reuse and found and model in found["models"]:
+            return Server("llamacpp", host, port, model, api_key=api_key)
         what = (f"llama-server serving {found['models']}" if found else "something that is not llama-server"
                 " (or one that wants a different API key)")
-        raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{alias}'.",
+        raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{model}'.",
                             fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
                                 f"or use another port: {KINDS['llamacpp'].port_env}=<port>.")
-    gguf = check_gguf(Path(model)) if model else model_path()
-    argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, alias=alias,
+    gguf = check_gguf(Path(gguf)) if gguf else model_path()
+    argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, model=model,
                              ctx_size=ctx_size, parallel=parallel, threads=threads, api_key=api_key, seed=seed,
                              ui=ui_dir() if ui else None, extra_args=extra_args)
     log = subdir("logs") / f"llama-server-{port}.log"
-    server = Server("llamacpp", host, port, alias, api_key=api_key,
+    server = Server("llamacpp", host, port, model, api_key=api_key,
                     proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
     wait_healthy(server, timeout=timeout, what=f"llama-server on port {port}")
     return server

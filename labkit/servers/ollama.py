@@ -9,7 +9,7 @@ import httpx
 
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
-from ..models import check_gguf, model_alias, model_path
+from ..models import check_gguf, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
@@ -135,29 +135,29 @@ def remove_model(base_url: str, name: str, *, timeout: float = 60) -> bool:
     return r.status_code == 200
 
 
-def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", name: str | None = None,
-                 model: str | os.PathLike | None = None, binary: str | os.PathLike | None = None,
+def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", model: str | None = None,
+                 gguf: str | os.PathLike | None = None, binary: str | os.PathLike | None = None,
                  reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
     """Start `ollama serve` (or reuse an Ollama on `port`), make sure the lab's model is registered and loaded."""
     port = int(port or port_of("ollama"))
-    name = name or model_alias()
+    model = model or model_name()
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     binary_path = ollama_binary(binary)
     if port_open(host, port):
         if not (reuse and is_ollama(host, port)):
             raise PortBusyError(f"Port {port} on {host} is taken by something that is not Ollama.",
                                 fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set {KINDS['ollama'].port_env}.")
-        server = Server("ollama", host, port, name)
+        server = Server("ollama", host, port, model)
     else:
         log = log_path(port)
         proc = ManagedProcess([str(binary_path), "serve"], log_path=log, env=ollama_env(host, port),
                               tie_to_parent=not detached)
-        server = Server("ollama", host, port, name, proc=proc, log_path=log)
+        server = Server("ollama", host, port, model, proc=proc, log_path=log)
         wait_healthy(server, timeout=timeout, what=f"ollama serve on port {port}")
     try:
-        gguf = check_gguf(Path(model)) if model else model_path()
-        if not registered_as_wanted(server, name, gguf):
-            register_model(server, name, gguf, binary_path)
+        gguf = check_gguf(Path(gguf)) if gguf else model_path()
+        if not registered_as_wanted(server, model, gguf):
+            register_model(server, model, gguf, binary_path)
         warm(server, timeout=timeout)
     except Exception:
         server.stop()

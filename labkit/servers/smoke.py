@@ -104,7 +104,7 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     passed = [f"llama-bench 1 token ({tok_s:.0f} tok/s)"]
     port = free_port()
     server = Server("llamacpp", "127.0.0.1", port, EMBEDDED.name, log_path=subdir("logs") / "smoke-llama-server.log")
-    server.proc = ManagedProcess(llama_server_argv(bindir / "llama-server", model, port=port, alias=EMBEDDED.name,
+    server.proc = ManagedProcess(llama_server_argv(bindir / "llama-server", model, port=port, model=EMBEDDED.name,
                                                    ctx_size=256, parallel=1),
                                  log_path=server.log_path)  # type: ignore[arg-type]
     try:
