@@ -21,6 +21,7 @@ from .errors import BinaryError, PortBusyError
 from .home import subdir
 from .net import port_open
 from .procs import ManagedProcess, wait_until_ready
+from .servers.base import PLACEHOLDER_KEY, Endpoint
 
 
 def nginx_found() -> str | None:
@@ -115,7 +116,7 @@ def nginx_config(upstream: str, *, port: int, token: str | None, buffering: bool
 
 
 @dataclass
-class Proxy:
+class Proxy(Endpoint):
     """A running nginx: where to send requests and which token it wants."""
 
     port: int
@@ -127,19 +128,9 @@ class Proxy:
     host: str = "127.0.0.1"
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.base_url + "/v1"
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def client(self, **kwargs):
-        from openai import OpenAI
-        return OpenAI(base_url=self.openai_base_url, api_key=self.token or "sk-local-placeholder", **kwargs)
+    def key(self) -> str:
+        """The token nginx checks, else a placeholder (nginx strips the header before the upstream sees it)."""
+        return self.token or PLACEHOLDER_KEY
 
     def log_tail(self, lines: int = 25) -> str:
         return self.proc.log_tail(lines)

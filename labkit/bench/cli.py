@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import LabkitError
 from .limits import requantized
 from .runner import Settings, default_threads, run
 
@@ -44,14 +43,8 @@ def cmd_bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m labkit.bench ARGS` is `labkit bench ARGS` (same parser, same error handling)."""
     import sys
-    p = argparse.ArgumentParser(prog="labkit bench", description="measure latency/throughput vs the engine and memory limits")
-    _arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cmd_bench(args)
-    except LabkitError as exc:
-        print(f"✘ {exc}", file=sys.stderr)
-        return 2
 
+    from ..cli import main as labkit_main
+    return labkit_main(["bench", *(sys.argv[1:] if argv is None else argv)])

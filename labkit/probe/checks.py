@@ -138,23 +138,27 @@ def judge_max_completion_tokens(r: Reply) -> tuple[bool, str]:
     return (used is not None and used <= 5 and fr == "length"), f"completion_tokens={used}, finish_reason={fr}"
 
 
-def judge_json_object(r: Reply) -> tuple[bool, str]:
+def _json_content(r: Reply) -> tuple[object, tuple[bool, str] | None]:
+    """The reply's text parsed as JSON, or the verdict that ends the judging (an HTTP error, or not JSON)."""
     if (bad := _status_fail(r)):
-        return bad
+        return None, bad
     try:
-        obj = json.loads(_content(r))
+        return json.loads(_content(r)), None
     except ValueError:
-        return False, f"not JSON: {_content(r)[:40]!r}"
+        return None, (False, f"not JSON: {_content(r)[:40]!r}")
+
+
+def judge_json_object(r: Reply) -> tuple[bool, str]:
+    obj, verdict = _json_content(r)
+    if verdict:
+        return verdict
     return isinstance(obj, dict), f"parsed {type(obj).__name__} with keys {list(obj)[:3] if isinstance(obj, dict) else ''}"
 
 
 def judge_json_schema(r: Reply) -> tuple[bool, str]:
-    if (bad := _status_fail(r)):
-        return bad
-    try:
-        obj = json.loads(_content(r))
-    except ValueError:
-        return False, f"not JSON: {_content(r)[:40]!r}"
+    obj, verdict = _json_content(r)
+    if verdict:
+        return verdict
     ok = isinstance(obj, dict) and set(obj) == {"city", "population"} and isinstance(obj.get("population"), int)
     return ok, f"{obj}"[:60]
 

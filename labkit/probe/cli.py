@@ -1,7 +1,6 @@
 """`labkit probe URL…` on the command line (also `python -m labkit.probe`)."""
 from __future__ import annotations
 
-from ..errors import LabkitError
 from ..servers.base import PLACEHOLDER_KEY
 from .checks import format_table
 from .runner import default_model, probe
@@ -35,15 +34,8 @@ def cmd_probe(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """`python -m labkit.probe ARGS` is `labkit probe ARGS` (same parser, same error handling)."""
     import sys
-    p = argparse.ArgumentParser(prog="labkit probe", description="OpenAI-API compatibility checks, ✔/✘ per server")
-    _arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cmd_probe(args)
-    except LabkitError as exc:
-        print(f"✘ {exc}", file=sys.stderr)
-        return 2
 
-
+    from ..cli import main as labkit_main
+    return labkit_main(["probe", *(sys.argv[1:] if argv is None else argv)])

@@ -14,8 +14,41 @@ from .kinds import kind_of
 PLACEHOLDER_KEY = "sk-local-placeholder"  # clients insist on a key; servers without --api-key ignore it
 
 
+class Endpoint:
+    """What clients need of anything the lab serves over HTTP (a model server, or nginx in front of one): its
+    URLs, the key to send, and OpenAI clients pointed at it. Needs `host`, `port` and `key`."""
+
+    host: str
+    port: int
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """What OpenAI clients want as base_url: the server root plus /v1."""
+        return self.base_url + "/v1"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, **kwargs):
+        """An openai.OpenAI client pointed at this endpoint."""
+        from openai import OpenAI
+        return OpenAI(base_url=self.openai_base_url, api_key=self.key, **kwargs)
+
+    def async_client(self, **kwargs):
+        from openai import AsyncOpenAI
+        return AsyncOpenAI(base_url=self.openai_base_url, api_key=self.key, **kwargs)
+
+
 @dataclass
-class Server:
+class Server(Endpoint):
     """A running server the lab talks to. `proc` is None when we reuse one somebody else started."""
 
     kind: str
@@ -28,15 +61,6 @@ class Server:
     _on_stop: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        """What OpenAI clients want as base_url: the server root plus /v1."""
-        return self.base_url + "/v1"
-
-    @property
     def key(self) -> str:
         """The key to send: the real one when the server checks keys, else a placeholder."""
         return self.api_key or PLACEHOLDER_KEY
@@ -45,9 +69,6 @@ class Server:
     def owned(self) -> bool:
         return self.proc is not None
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
     def env(self) -> dict[str, str]:
         """The variables every OpenAI client reads (openai-python, langchain-openai, the Agents SDK, ...)."""
         return {"OPENAI_BASE_URL": self.openai_base_url, "OPENAI_API_KEY": self.key, "LABKIT_MODEL_NAME": self.model}
@@ -55,15 +76,6 @@ class Server:
     def export_env(self) -> dict[str, str]:
         os.environ.update(self.env())
         return self.env()
-
-    def client(self, **kwargs):
-        """An openai.OpenAI client pointed at this server."""
-        from openai import OpenAI
-        return OpenAI(base_url=self.openai_base_url, api_key=self.key, **kwargs)
-
-    def async_client(self, **kwargs):
-        from openai import AsyncOpenAI
-        return AsyncOpenAI(base_url=self.openai_base_url, api_key=self.key, **kwargs)
 
     def log_tail(self, lines: int = 25) -> str:
         if self.proc:
