@@ -12,7 +12,7 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
     on the port (reused, left running), or a new one stopped when this process ends. Inside a lab (`make lab`),
     the lab's own server: it outlives this kernel and stops with the lab (options make it this kernel's own).
 
-    `options` go to `start_llama_server` / `start_ollama` (port, alias, api_key, extra_args, ...).
+    `options` go to `start_llama_server` / `start_ollama` (port, model, gguf, api_key, extra_args, ...).
     With `export`, OPENAI_BASE_URL / OPENAI_API_KEY point at it so every OpenAI client finds it.
     """
     kind_of(kind)  # an unknown kind fails here, before anything starts
