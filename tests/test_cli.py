@@ -17,6 +17,7 @@ import labkit.home
 from labkit.models import model_path
 from labkit.net import free_port, port_open
 from labkit.procs import wait_gone
+from labkit.servers import port_of
 from labkit.servers.install import LLAMA_CPP_VERSION, find_llama_tool, llama_cpp_source
 from labkit.servers.ui import ui_built, ui_dir
 
@@ -88,7 +89,7 @@ def test_status_and_doctor_exit_codes():
     labkit.up("llamacpp", export=False, quiet=True)
     status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], capture_output=True, text=True,
                             timeout=60)
-    assert status.returncode == 0 and "llama-server on :8080" in status.stdout
+    assert status.returncode == 0 and f"llama-server on :{port_of('llamacpp')}" in status.stdout
     doctor = subprocess.run([sys.executable, "-m", "labkit.cli", "doctor"], capture_output=True, text=True,
                             timeout=120, env={**__import__("os").environ, "COLUMNS": "200"})
     assert doctor.returncode == 0, doctor.stdout[-3000:]
