@@ -14,7 +14,7 @@ from .errors import LabkitError
 from .home import home, subdir
 from .cpu import this_cpu
 from .servers import KINDS, kind_of, port_of, start
-from .servers.install import find_llama_tool, find_ollama, provenance
+from .servers.install import find_tool, provenance
 
 
 def _ports() -> dict[str, int]:
@@ -144,7 +144,7 @@ def cmd_doctor(args) -> int:
         bad += detail is None and not optional
         table.add_row("✔" if detail else ("·" if optional else "✘"), step.name, detail or found,
                       "" if detail else step_fix)
-    for name, binary in (("llama-server", find_llama_tool("llama-server")), ("ollama", find_ollama())):
+    for name, binary in ((name, find_tool(name)) for name in ("llama-server", "ollama")):
         if binary:
             how = provenance(binary)
             ours = how.startswith("runs on")

@@ -148,6 +148,14 @@ def model_path() -> Path:
     return check_gguf(fetch_embedded())
 
 
+def check_model_name(name: str) -> str:
+    """`name` as a served model name; a GGUF file given as `model=` (the old meaning) is an error that says so."""
+    if name.lower().endswith(".gguf") or (os.sep in name and Path(name).expanduser().is_file()):
+        raise ModelError(f"model={name!r} is a file, but `model=` is the name the server answers to.",
+                         fix=f"Pass the file as gguf={name!r} (and a name as model=..., or keep the default).")
+    return name
+
+
 def model_name() -> str:
     """The stable `model` name servers answer to (llama-server's `--alias`, LABKIT_MODEL_ALIAS to choose it): the embedded model's name, or the user GGUF's stem."""
     override = os.environ.get("LABKIT_MODEL_ALIAS")

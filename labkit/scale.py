@@ -34,9 +34,9 @@ UPSTREAM_HEADER = "X-Upstream"        # the gateway tells which replica answered
 # ---------------------------------------------------------------------------------------------- RPC workers
 def rpc_server_binary() -> Path:
     """llama.cpp's RPC worker; only present when llama.cpp was built with -DGGML_RPC=ON."""
-    return find_tool("ggml-rpc-server") or require_tool(  # its older name is rpc-server
-        "rpc-server", fix="Neither ggml-rpc-server nor rpc-server is there: rebuild llama.cpp with -DGGML_RPC=ON "
-                          "(cmake -B build -DGGML_RPC=ON), or set LLAMA_SERVER_BIN to a build that has it.")
+    return find_tool("ggml-rpc-server") or find_tool("rpc-server") or require_tool(  # rpc-server: its older name
+        "ggml-rpc-server", fix="Rebuild llama.cpp with -DGGML_RPC=ON (cmake -B build -DGGML_RPC=ON), or set "
+                               "LLAMA_SERVER_BIN to a build that has it.")
 
 
 def rpc_worker_argv(binary: Path, *, host: str = "127.0.0.1", port: int = 50050, threads: int = 1) -> list[str]:

@@ -18,7 +18,7 @@ from .home import repo_root, subdir
 from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
-from .servers.install import build_llama_cpp, build_ollama, find_llama_tool, find_ollama, version_of
+from .servers.install import build_llama_cpp, build_ollama, find_tool, version_of
 from .servers.ui import build_ui, ui_built, ui_dir
 
 NEWMAN_REQ = "newman@6.2.1"
@@ -43,12 +43,12 @@ def _model_check() -> str | None:
 
 
 def _llama_check() -> str | None:
-    found = find_llama_tool("llama-server")
+    found = find_tool("llama-server")
     return f"{found} ({version_of(found)})" if found else None
 
 
 def _ollama_check() -> str | None:
-    found = find_ollama()
+    found = find_tool("ollama")
     return f"{found} ({version_of(found, '--version')})" if found else None
 
 

@@ -269,7 +269,7 @@ class Delta(NamedTuple):
         return bool(self.content or self.reasoning or self.tool_text)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Assembled:
     """A streamed chat completion put back together: what the non-streamed reply would have said, and when each
     piece arrived. The one fold for every consumer (lessons, widgets, bench, probe, clients): it takes OpenAI
@@ -302,7 +302,7 @@ class Assembled:
         for key in chunk.keys() - STANDARD_FIELDS - {"timings", "message", "done", "done_reason"}:
             self.extras[key] = chunk[key]
         if "message" in chunk:  # Ollama /api/chat: one message per line, counts on the last
-            delta = self._delta(chunk["message"] or {})
+            delta = self._delta(chunk["message"] or {}, whole_calls=True)
             self.finish_reason = chunk.get("done_reason") or self.finish_reason
             if chunk.get("done") and "eval_count" in chunk:
                 self.usage = {"prompt_tokens": chunk.get("prompt_eval_count"),
@@ -320,19 +320,21 @@ class Assembled:
                 self.t_deltas.append(now)
         return delta
 
-    def _delta(self, delta: dict) -> Delta:
+    def _delta(self, delta: dict, *, whole_calls: bool = False) -> Delta:
+        """Fold choice 0's delta. `whole_calls`: each tool call arrives complete (Ollama's native API), so every
+        one is a new call; OpenAI streams send fragments that `index` joins."""
         self.role = delta.get("role") or self.role
         content = delta.get("content") or ""
         self.text += content
         thought = ""
-        for name in REASONING_FIELDS:
-            if isinstance(delta.get(name), str):
+        for name in REASONING_FIELDS:  # the first field with text (servers may send an empty one beside it)
+            if isinstance(delta.get(name), str) and delta[name]:
                 thought, self.reasoning_field = delta[name], name
                 break
         self.reasoning += thought
         tool_text = ""
         for i, call in enumerate(delta.get("tool_calls") or []):
-            index = call.get("index", i)
+            index = len(self.tool_calls) if whole_calls else call.get("index", i)
             while len(self.tool_calls) <= index:
                 self.tool_calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
             mine, fn = self.tool_calls[index], call.get("function") or {}
@@ -343,7 +345,7 @@ class Assembled:
             if not isinstance(arguments, str):  # Ollama's native API sends the arguments as an object, whole
                 arguments = json.dumps(arguments)
             mine["function"]["arguments"] += arguments
-            tool_text += arguments
+            tool_text += (fn.get("name") or "") + arguments  # the name's chunk is generated text too
         return Delta(content, thought, tool_text)
 
     def message(self) -> dict:
@@ -421,15 +423,17 @@ def stalled(url: str, chunks: int, timeout: float) -> SSEError:
 
 
 def stream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeholder",
-                timeout: float = 60.0, path: str = "/v1/chat/completions") -> Iterator[dict]:
+                timeout: float = 60.0, connect_timeout: float | None = None,
+                path: str = "/v1/chat/completions") -> Iterator[dict]:
     """POST a streamed chat request and yield its JSON chunks (strictly: see the module docstring). `base_url`
-    may be the server root or its /v1."""
+    may be the server root or its /v1. `timeout` is the longest silence between bytes; `connect_timeout` (default
+    the same) how long to wait for the connection."""
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"}
     url = url_for(base_url, path)
     chunks = 0
     try:
         with httpx.stream("POST", url, json={**payload, "stream": True}, headers=headers,
-                          timeout=timeout) as response:
+                          timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout)) as response:
             check_stream_response(response)
             for chunk in iter_chunks(iter_events(response.iter_bytes())):
                 chunks += 1

@@ -59,7 +59,7 @@ def parse_stop(text: str) -> list[str]:
     return [s.strip().replace("\\n", "\n") for s in text.split(",") if s.strip()]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Reply(Assembled):
     """One streamed answer as the widget saw it: the folded stream (`labkit.sse.Assembled`: text, reasoning,
     usage, timings, arrival times in seconds since `started`), plus who answered, Stop, or the error instead."""
@@ -76,7 +76,7 @@ class Reply(Assembled):
 
     def split(self) -> Split:
         """Thoughts and answer: from the server's reasoning field, else from `<think>` tags in the text."""
-        return split_message(self.message())
+        return split_message(self.message(), prefilled=False)  # iter_split's rule: a tag counts only at the start
 
     def stats(self) -> str:
         """The one-line label under a reply."""
@@ -133,7 +133,7 @@ def stream_chat(server: Server, messages: list[dict], params: Params, *,
     body = {"model": server.model, "messages": messages, "stream_options": {"include_usage": True}, **params.body()}
     reply = Reply(server=server_label(server), started=time.monotonic())
     notify = on_update or (lambda r: None)
-    chunks = sse.stream_chat(server.base_url, body, api_key=server.key, timeout=timeout)
+    chunks = sse.stream_chat(server.base_url, body, api_key=server.key, timeout=timeout, connect_timeout=5.0)
     try:
         for chunk in chunks:
             if cancel is not None and cancel.is_set():

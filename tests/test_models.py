@@ -52,3 +52,17 @@ def test_a_lesson_that_needs_the_embedded_model_says_so_in_one_line(monkeypatch)
     with pytest.raises(ModelError, match=r"Lesson 11 needs the embedded model \(smollm2-135m\): its grammar") as e:
         needs_embedded_model("Lesson 11", "its grammar is written for ChatML")
     assert "unset LABKIT_MODEL" in e.value.fix
+
+
+def test_a_gguf_given_as_the_model_name_is_a_clear_error(tmp_path):
+    """`model=` is the served name; a file there (what `model=` meant before) says to pass it as `gguf=`."""
+    from labkit.errors import ModelError
+    from labkit.models import check_model_name
+    from labkit.servers import start_llama_server, start_ollama
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"GGUF")
+    for start in (start_llama_server, start_ollama):
+        with pytest.raises(ModelError, match=r"model='.*mine\.gguf' is a file") as err:
+            start(model=str(gguf), port=1)
+        assert "gguf=" in err.value.fix
+    assert check_model_name("hf.co/unsloth/Qwen3-8B-GGUF:Q4_K_M") == "hf.co/unsloth/Qwen3-8B-GGUF:Q4_K_M"

@@ -104,3 +104,12 @@ def test_url_for_accepts_the_root_and_the_v1_form():
     for base in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"):
         assert url_for(base, "/v1/chat/completions") == "http://h:1/v1/chat/completions"
     assert url_for("http://h:1/v1", "/health") == "http://h:1/v1/health"  # only /v1 paths fold
+
+
+def test_stream_judge_counts_answer_chunks_only():
+    """A stream whose chunks carry only reasoning has no content: the judge says so."""
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in (
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]},
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
+    ok, detail = probe.judge_stream(probe.Reply(200, None, body + "data: [DONE]\n\n"))
+    assert ok is False and "0 with content" in detail

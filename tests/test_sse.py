@@ -300,3 +300,24 @@ def test_arrival_times_give_ttft_and_decode_speed():
 def test_as_dict_rejects_other_types():
     with pytest.raises(TypeError):
         sse.as_dict(42)
+
+
+def test_fold_edge_cases_a_review_found():
+    """Ollama's native API sends each tool call whole (two lines, two calls); an empty reasoning field beside a
+    real one does not hide it, nor make the server look like it split the thoughts off; a tool call's first chunk
+    (the name, arguments still empty) is a token like any other."""
+    native = [{"message": {"role": "assistant", "content": "", "tool_calls": [
+                  {"function": {"name": "a", "arguments": {"x": 1}}}]}, "done": False},
+              {"message": {"role": "assistant", "content": "", "tool_calls": [
+                  {"function": {"name": "b", "arguments": {"y": 2}}}]}, "done": True, "done_reason": "stop"}]
+    calls = sse.assemble(native).tool_calls
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [("a", {"x": 1}),
+                                                                                                ("b", {"y": 2})]
+    both = sse.assemble([{"choices": [{"delta": {"reasoning_content": "", "reasoning": "x"}}]}])
+    assert (both.reasoning, both.reasoning_field) == ("x", "reasoning")
+    empty = sse.assemble([{"choices": [{"delta": {"reasoning_content": "", "content": "<think>hm</think>ok"}}]}])
+    assert empty.reasoning_field is None and "reasoning_content" not in empty.message()
+    total = sse.Assembled()
+    first = total.add({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                                              "function": {"name": "f", "arguments": ""}}]}}]}, 1.0)
+    assert first and total.t_deltas == [1.0]

@@ -154,3 +154,11 @@ def test_playground_stop_box_typo_is_shown_not_raised():
     replies = pg.send("你好")  # never reaches the network: the stop box is checked first
     assert "stop box" in replies["llama.cpp"].error and "stop box" in pg.state()["llama.cpp"]["error"]
     assert pg.send_button.disabled is False
+
+
+def test_a_closing_tag_in_the_middle_of_an_answer_is_answer_text():
+    """As labkit.reasoning.iter_split decides: a `</think>` that no `<think>` opened at the start is just text."""
+    reply = widgets.Reply(server="x", text="The </think> tag ends thoughts.")
+    assert reply.split().answer == reply.text and reply.split().reasoning == ""
+    with pytest.raises(TypeError):
+        widgets.Reply("positional text")  # keywords only: a Reply's first field is not its server any more

@@ -139,6 +139,7 @@ class Settings:
     bench_reps: int = 1  # llama-bench repetitions per round (each round runs it again, between the servers)
     bandwidth_mib: int = 256
     ollama: bool = True
+    ollama_api: bool = True  # Ollama also at one thread fewer (the Ollama ratio's note); quick() leaves it out
     port: int = BENCH_PORT
     gguf: str | None = None  # a GGUF other than the lab's (e.g. another quantization of it)
 
@@ -149,7 +150,8 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(max_tokens=16, requests=4, rounds=2, levels=(1, 4), bench_reps=1, bandwidth_mib=128)
+        return cls(max_tokens=16, requests=4, rounds=2, levels=(1, 4), bench_reps=1, bandwidth_mib=128,
+                   ollama_api=False)
 
 
 def ollama_engine(server) -> str:
@@ -197,7 +199,7 @@ def start_targets(s: Settings, gguf: Path, m: dict) -> tuple[list[Target], dict[
             otarget, m["ollama_engine"] = ollama_target(s.threads)
             targets.append(otarget)
             levels_for["ollama"] = (1,)
-            if s.api_threads != s.threads:  # Ollama's server and runner need a core too: see it at one fewer
+            if s.ollama_api and s.api_threads != s.threads:  # Ollama's Go code needs a core too: one fewer
                 oapi, _ = ollama_target(s.api_threads, name=f"ollama t{s.api_threads}")
                 targets.append(oapi)
                 levels_for[oapi.name] = (1,)

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from ..sse import REASONING_FIELDS, assemble, iter_chunks, iter_events
+from ..sse import REASONING_FIELDS, Assembled, iter_chunks, iter_events
 from ..tables import MARK, render, table
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
@@ -84,7 +84,8 @@ def judge_stream(r: Reply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     chunks, done = sse_chunks(r.text)
-    deltas = assemble(chunks).n_deltas
+    total = Assembled()
+    deltas = sum(bool(total.add(c).content) for c in chunks)  # chunks that carried answer text
     ok = done and deltas > 0 and all(c.get("object") == "chat.completion.chunk" for c in chunks)
     return ok, f"{len(chunks)} chunks, {deltas} with content, [DONE] {'yes' if done else 'missing'}"
 

@@ -9,7 +9,7 @@ import httpx
 
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
-from ..models import check_gguf, model_name, model_path
+from ..models import check_gguf, check_model_name, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
@@ -79,7 +79,7 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", mode
     `--alias`; default: the lab's model name), or reuse a healthy one serving `model` on `port`; wait until it is
     healthy. With `ui` it serves llama.cpp's web UI at / (the page saying it is still being built, until it is)."""
     port = int(port or port_of("llamacpp"))
-    model = model or model_name()
+    model = check_model_name(model or model_name())
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     if port_open(host, port):
         found = identify(host, port, api_key)

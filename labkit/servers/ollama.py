@@ -9,7 +9,7 @@ import httpx
 
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
-from ..models import check_gguf, model_name, model_path
+from ..models import check_gguf, check_model_name, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
@@ -140,7 +140,7 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", model: str
                  reuse: bool = True, timeout: float | None = None, detached: bool = False) -> Server:
     """Start `ollama serve` (or reuse an Ollama on `port`), make sure the lab's model is registered and loaded."""
     port = int(port or port_of("ollama"))
-    model = model or model_name()
+    model = check_model_name(model or model_name())
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
     binary_path = ollama_binary(binary)
     if port_open(host, port):
