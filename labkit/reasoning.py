@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .sse import REASONING_FIELDS, Assembled, as_dict
+from .sse import Assembled, as_dict, reasoning_field
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -110,16 +110,6 @@ class ThinkSplitter:
         for chunk in chunks:
             total = total + self.feed(chunk)
         return total + self.close()
-
-
-def reasoning_field(message: Any) -> tuple[str, str] | None:
-    """(field name, text) of the server's own reasoning field in a message or delta (dict or openai object; the
-    field names are `labkit.sse.REASONING_FIELDS`), if it sent one."""
-    message = as_dict(message)
-    for name in REASONING_FIELDS:
-        if isinstance(message.get(name), str):
-            return name, message[name]
-    return None
 
 
 def split_message(message: Any, *, prefilled: bool | None = None) -> Split:

@@ -258,6 +258,16 @@ def as_dict(obj: object) -> dict:
     raise TypeError(f"expected a dict or an openai/pydantic object, got {type(obj).__name__}")
 
 
+def reasoning_field(message: object) -> tuple[str, str] | None:
+    """(field name, text) of the server's own reasoning field in a message or delta (dict or openai object): the
+    first of REASONING_FIELDS with text (a server may send an empty one beside it); None when it sent none."""
+    message = as_dict(message)
+    for name in REASONING_FIELDS:
+        if isinstance(message.get(name), str) and message[name]:
+            return name, message[name]
+    return None
+
+
 class Delta(NamedTuple):
     """What one chunk added to choice 0: answer text, thoughts (from a reasoning field), tool-call argument text."""
 
@@ -326,11 +336,10 @@ class Assembled:
         self.role = delta.get("role") or self.role
         content = delta.get("content") or ""
         self.text += content
-        thought = ""
-        for name in REASONING_FIELDS:  # the first field with text (servers may send an empty one beside it)
-            if isinstance(delta.get(name), str) and delta[name]:
-                thought, self.reasoning_field = delta[name], name
-                break
+        found = reasoning_field(delta)
+        thought = found[1] if found else ""
+        if found:
+            self.reasoning_field = found[0]
         self.reasoning += thought
         tool_text = ""
         for i, call in enumerate(delta.get("tool_calls") or []):
