@@ -49,7 +49,7 @@ def up_records(kind: str = "all") -> list[tuple[Path, dict]]:
     """The servers `labkit up` started: one run file each (kind-port.json), nothing else in run/."""
     found = []
     for f in sorted(subdir("run").glob("*.json")):
-        m = re.fullmatch(r"(llamacpp|ollama)-\d+", f.stem)
+        m = re.fullmatch(rf"({'|'.join(map(re.escape, KINDS))})-\d+", f.stem)
         if m and kind in ("all", m.group(1)):
             try:
                 found.append((f, json.loads(f.read_text())))
