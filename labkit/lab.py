@@ -20,11 +20,11 @@ from pathlib import Path
 
 from .errors import LabkitError
 from .home import repo_root, subdir
+from .language import edition, jupyter_settings, lesson_00
 from .procs import ManagedProcess, _die_with_parent
 from .servers import Server, kind_of, start, start_llama_server
 
 ENV = "LABKIT_LAB"
-LESSON_00 = "00_welcome.ipynb"
 
 
 def lab_file() -> Path:
@@ -143,18 +143,33 @@ def in_lab() -> bool:
     return bool(path) and Path(path).exists()
 
 
-def jupyter_url(pid: int, timeout: float = 60) -> str | None:
-    """The URL of lesson 00 on the JupyterLab with this pid, from the server file Jupyter writes at start."""
+def jupyter_url(pid: int, lesson: str, timeout: float = 60) -> str | None:
+    """The URL of `lesson` on the JupyterLab with this pid, from the server file Jupyter writes at start."""
     from jupyter_core.paths import jupyter_runtime_dir
     info_file = Path(jupyter_runtime_dir()) / f"jpserver-{pid}.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             info = json.loads(info_file.read_text())
-            return f"{info['url'].rstrip('/')}/lab/tree/{LESSON_00}?token={info['token']}"
+            return f"{info['url'].rstrip('/')}/lab/tree/{lesson}?token={info['token']}"
         except (OSError, ValueError, KeyError):
             time.sleep(0.2)
     return None
+
+
+def jupyter_command(jupyter_args: list[str], env: dict | None = None) -> tuple[list[str], str]:
+    """The `jupyter lab` command line and the lesson it opens: lesson 00 of the learner's edition (LABKIT_LANG or
+    the locale), with JupyterLab's interface in that language and its news popup off (labkit's settings folder)."""
+    which = edition(env)
+    settings = subdir("jupyterlab", which)
+    (settings / "overrides.json").write_text(json.dumps(jupyter_settings(which), indent=1))
+    lesson = lesson_00(which)
+    argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={repo_root() / 'notebooks'}",
+            f"--ServerApp.default_url=/lab/tree/{lesson}", "--ServerApp.ip=127.0.0.1",
+            f"--LabApp.app_settings_dir={settings}", *jupyter_args]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses it otherwise
+    return argv, lesson
 
 
 def start_background_setup() -> ManagedProcess | None:
@@ -190,12 +205,9 @@ def run(jupyter_args: list[str]) -> int:
         owner.adopt(server)
         background = start_background_setup()
         env = {**os.environ, **server.env(), ENV: str(owner.path)}
-        argv = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={repo_root() / 'notebooks'}",
-                f"--ServerApp.default_url=/lab/tree/{LESSON_00}", "--ServerApp.ip=127.0.0.1", *jupyter_args]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses it otherwise
+        argv, lesson = jupyter_command(jupyter_args)
         jupyter = subprocess.Popen(argv, env=env, cwd=repo_root(), preexec_fn=_die_with_parent)
-        url = jupyter_url(jupyter.pid)
+        url = jupyter_url(jupyter.pid, lesson)
         lab_file().write_text(json.dumps({"pid": os.getpid(), "url": url, "socket": str(owner.path)}))
         print(f"✔ {server}\n✔ lesson 00: {url}\n  Stop the lab with Ctrl-C: its servers and background "
               "setup stop with it.", flush=True)
