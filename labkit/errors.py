@@ -29,5 +29,13 @@ class PortBusyError(LabkitError):
     """Something that is not the server we want is listening on the port."""
 
 
+class ServerMismatchError(PortBusyError):
+    """The server already on the port runs with other options than the ones asked for (context, slots, flags)."""
+
+    def __init__(self, what: str, *, differences: list[str], **kwargs) -> None:
+        self.differences = differences
+        super().__init__(what, **kwargs)
+
+
 class ServerStartError(LabkitError):
     """The server process exited or never became healthy in time."""

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from . import lab
-from .servers import Server, kind_of, start
+from .errors import ServerMismatchError
+from .servers import Server, kind_of, port_of, start
 
 _servers: dict[tuple, Server] = {}
 
@@ -24,13 +25,29 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
         if not options and lab.in_lab():
             server = lab.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
         else:
-            server = start(kind, **options)
+            server = _start_or_restart(kind, options)
         _servers[key] = server
     if export:
         server.export_env()
     if not quiet:
         print(f"✔ {server}")
     return server
+
+
+def _start_or_restart(kind: str, options: dict) -> Server:
+    """A server with exactly these options: one of ours on the same port with other options is stopped and
+    started again; one that belongs to another process is refused (ServerMismatchError says what differs)."""
+    try:
+        return start(kind, **options)
+    except ServerMismatchError as error:
+        port = int(options.get("port") or port_of(kind))
+        ours = [(k, s) for k, s in _servers.items() if k[0] == kind and s.owned and s.port == port]
+        if not ours:
+            raise error
+        for key, server in ours:
+            server.stop()
+            del _servers[key]
+        return start(kind, **options)
 
 
 def down(kind: str | None = None) -> None:

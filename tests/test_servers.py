@@ -1,6 +1,7 @@
 """Server lifecycles against the real binaries: start, reuse, busy port, bad model, death, and no orphans."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -8,16 +9,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 import labkit
-from labkit.procs import wait_gone
-from labkit.errors import ModelError, PortBusyError, ServerStartError
+import labkit.home
+from labkit.errors import ModelError, PortBusyError, ServerMismatchError, ServerStartError
 from labkit.net import free_port
-from labkit.servers import start_llama_server
+from labkit.procs import wait_gone
+from labkit.servers import llamacpp, start_llama_server
+from labkit.servers.llamacpp import argv_differences, flags, props_differences
 
 
 
@@ -231,3 +235,68 @@ def test_one_record_per_server_kind(monkeypatch):
         kind_of("vllm")
     with pytest.raises(ValueError, match="not 'vllm'"):
         labkit.up("vllm")
+
+
+# ---- a reused server must match every option that changes behaviour (#30) ----------------------------------------
+
+PROPS = json.loads((labkit.home.data_dir() / "servers" / "llamacpp_props.json").read_text())
+GGUF = Path(PROPS["model_path"])  # the recording's: started with --ctx-size 2048 --parallel 2 --seed 42
+
+
+def test_props_differences_on_a_recorded_server():
+    assert props_differences(PROPS, gguf=GGUF, ctx_size=2048, parallel=2, seed=42) == []
+    assert props_differences(PROPS, gguf=GGUF, ctx_size=8192, parallel=2, seed=42) == [
+        "asked for ctx_size=8192, it runs with 2048 (1024 per slot)"]
+    assert props_differences(PROPS, gguf=GGUF, ctx_size=2048, parallel=1, seed=7) == [
+        "asked for parallel=1, it has 2 slots", "asked for seed=7, it runs with seed 42"]
+    other = props_differences(PROPS, gguf=Path("/models/other.gguf"), ctx_size=2048, parallel=2, seed=None)
+    assert other == [f"asked for the GGUF /models/other.gguf, it runs {GGUF}"]
+
+
+def test_argv_differences_compare_flags_not_places():
+    base = ["llama-server", "--model", "m.gguf", "--host", "127.0.0.1", "--port", "8080", "--jinja"]
+    same_elsewhere = ["/opt/llama-server", "-m", "m.gguf", "--port", "9999", "--path", "/ui", "--jinja"]
+    assert argv_differences(base, same_elsewhere) == []
+    assert argv_differences(base + ["--embeddings", "--pooling", "mean"], base) == [
+        "asked for --embeddings, it runs with no --embeddings", "asked for --pooling mean, it runs with no --pooling"]
+    assert argv_differences(base + ["--reasoning-format", "none"], base + ["--reasoning-format=deepseek"]) == [
+        "asked for --reasoning-format none, it runs with --reasoning-format deepseek"]
+    assert argv_differences(base, base + ["-t", "1"]) == [], "threads not asked for: any count will do"
+    assert argv_differences(base + ["--threads", "2"], base + ["-t", "1"]) == [
+        "asked for --threads 2, it runs with --threads 1"]
+    assert flags(["x", "--seed", "-1"]) == {"--seed": ("-1",)}, "a negative number is a value, not a flag"
+
+
+def test_up_with_other_options_restarts_its_own_server():
+    port = free_port()
+    first = labkit.up("llamacpp", port=port, model="smollm2-reuse", parallel=1, ctx_size=512, export=False, quiet=True)
+    pid = first.proc.pid
+    second = labkit.up("llamacpp", port=port, model="smollm2-reuse", parallel=1, ctx_size=1024,
+                       export=False, quiet=True)
+    try:
+        assert second.owned and second.proc.pid != pid and wait_gone(pid), "the old server was stopped"
+        props = httpx.get(second.base_url + "/props", timeout=10).json()
+        assert props["default_generation_settings"]["n_ctx"] == 1024, "the new options took effect"
+    finally:
+        second.stop()  # not labkit.down(): the test session's own servers live in this process too
+
+
+def test_a_server_of_another_owner_with_other_options_is_refused_and_left_running(monkeypatch):
+    port = free_port()
+    with start_llama_server(port=port, model="smollm2-other", parallel=1, ctx_size=512) as theirs:
+        with pytest.raises(ServerMismatchError) as err:  # the diagnose advice: a bigger context
+            labkit.up("llamacpp", port=port, model="smollm2-other", parallel=1, ctx_size=1024, export=False,
+                      quiet=True)
+        assert err.value.differences == ["asked for ctx_size=1024, it runs with 512 (512 per slot)"]
+        assert f"port={port + 10}" in err.value.fix
+        with pytest.raises(ServerMismatchError, match="asked for an API key, it answers requests without one"):
+            start_llama_server(port=port, model="smollm2-other", parallel=1, ctx_size=512, api_key="sk-x")
+        with pytest.raises(ServerMismatchError, match="asked for --embeddings, it runs with no --embeddings"):
+            start_llama_server(port=port, model="smollm2-other", parallel=1, ctx_size=512, extra_args=["--embeddings"])
+        # where its command line cannot be read (another user's process, a container): said, not guessed
+        monkeypatch.setattr(llamacpp, "listening_process", lambda port: None)
+        with pytest.raises(ServerMismatchError, match="command line cannot be read"):
+            start_llama_server(port=port, model="smollm2-other", parallel=1, ctx_size=512, extra_args=["--embeddings"])
+        same = start_llama_server(port=port, model="smollm2-other", parallel=1, ctx_size=512)
+        assert not same.owned, "the same options: reused"
+        assert theirs.alive(), "a refused request loses nothing"

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Sequence
 
 import httpx
+import psutil
 
-from ..errors import PortBusyError, ServerStartError
+from ..errors import PortBusyError, ServerMismatchError, ServerStartError
 from ..home import subdir
 from ..models import check_gguf, check_model_name, model_name, model_path
 from ..net import port_open
@@ -40,6 +41,89 @@ def identify(host: str, port: int, api_key: str | None = None) -> dict | None:
         return {"props": props.json(), "models": [m["id"] for m in models.json()["data"]]}
     except (ValueError, KeyError):
         return None
+
+
+# Flags read from /props on any llama-server (so not compared again on the command line), and flags that say
+# where a server is rather than how it behaves.
+_FROM_PROPS = {"--model", "--alias", "--ctx-size", "--parallel", "--seed", "--api-key"}
+_PLACE = {"--host", "--port", "--path"}
+_LONG = {"-m": "--model", "-a": "--alias", "-c": "--ctx-size", "-np": "--parallel", "-s": "--seed",
+         "-t": "--threads", "-fa": "--flash-attn"}
+
+
+def flags(argv: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """A llama-server command line as {flag: its values} (short flags spelt long; the program itself dropped)."""
+    found: dict[str, tuple[str, ...]] = {}
+    flag = None
+    for token in argv[1:]:
+        if token.startswith("-") and not token[1:2].isdigit():
+            flag, _, value = token.partition("=")
+            flag = _LONG.get(flag, flag)
+            found[flag] = (value,) if value else ()
+        elif flag is not None:
+            found[flag] += (token,)
+    return found
+
+
+def argv_differences(wanted: Sequence[str], running: Sequence[str]) -> list[str]:
+    """The behaviour flags two command lines do not share (`--embeddings`, `--reasoning-format none`, threads, ...).
+    What /props already shows (model, context, slots, seed, key) and where the server listens are left out."""
+    a, b = flags(wanted), flags(running)
+    out = []
+    for flag in sorted((a.keys() | b.keys()) - _FROM_PROPS - _PLACE):
+        if flag == "--threads" and flag not in a:
+            continue  # not asked for: any thread count will do
+        if a.get(flag) != b.get(flag):
+            asked = " ".join((flag,) + a[flag]) if flag in a else f"no {flag}"
+            runs = " ".join((flag,) + b[flag]) if flag in b else f"no {flag}"
+            out.append(f"asked for {asked}, it runs with {runs}")
+    return out
+
+
+def props_differences(props: dict, *, gguf: Path, ctx_size: int, parallel: int, seed: int | None) -> list[str]:
+    """What /props of a running llama-server says differs from the options asked for."""
+    out = []
+    slots = props.get("total_slots")
+    per_slot = props.get("default_generation_settings", {}).get("n_ctx")
+    running_seed = props.get("default_generation_settings", {}).get("params", {}).get("seed")
+    if props.get("model_path") and Path(props["model_path"]).resolve() != Path(gguf).resolve():
+        out.append(f"asked for the GGUF {gguf}, it runs {props['model_path']}")
+    if slots is not None and slots != parallel:
+        out.append(f"asked for parallel={parallel}, it has {slots} slots")
+    if per_slot is not None and slots and per_slot * slots != ctx_size and per_slot != ctx_size // parallel:
+        out.append(f"asked for ctx_size={ctx_size}, it runs with {per_slot * slots} ({per_slot} per slot)")
+    if seed is not None and running_seed is not None and running_seed != seed:
+        out.append(f"asked for seed={seed}, it runs with seed {running_seed}")
+    return out
+
+
+def listening_process(port: int) -> psutil.Process | None:
+    """The process listening on this TCP port, when this user may see it (else None: the check falls back)."""
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid)
+    except (psutil.Error, OSError):
+        pass
+    return None
+
+
+def reuse_differences(host: str, port: int, found: dict, wanted_argv: Sequence[str], *, gguf: Path, ctx_size: int,
+                      parallel: int, seed: int | None, api_key: str | None) -> list[str]:
+    """Every way the llama-server on host:port would behave differently from the one these options start."""
+    out = props_differences(found["props"], gguf=gguf, ctx_size=ctx_size, parallel=parallel, seed=seed)
+    if api_key and identify(host, port) is not None:
+        out.append("asked for an API key, it answers requests without one")
+    proc = listening_process(port)
+    try:
+        running = proc.cmdline() if proc else None
+    except psutil.Error:
+        running = None
+    if running:
+        out += argv_differences(wanted_argv, running)
+    elif flags(wanted_argv).keys() - _FROM_PROPS - _PLACE - {"--jinja"}:
+        out.append("its command line cannot be read here, so its flags cannot be compared with the ones asked for")
+    return out
 
 
 def describe(host: str, port: int) -> tuple[bool, str]:
@@ -81,19 +165,32 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", mode
     port = int(port or port_of("llamacpp"))
     model = check_model_name(model or model_name())
     timeout = timeout or float(os.environ.get("LABKIT_START_TIMEOUT", 120))
+    gguf = check_gguf(Path(gguf)) if gguf else model_path()
+
+    def argv_for(binary_path: Path) -> list[str]:
+        return llama_server_argv(binary_path, gguf, host=host, port=port, model=model, ctx_size=ctx_size,
+                                 parallel=parallel, threads=threads, api_key=api_key, seed=seed,
+                                 ui=ui_dir() if ui else None, extra_args=extra_args)
+
     if port_open(host, port):
         found = identify(host, port, api_key)
         if reuse and found and model in found["models"]:
-            return Server("llamacpp", host, port, model, api_key=api_key)
+            differences = reuse_differences(host, port, found, argv_for(Path("llama-server")), gguf=gguf,
+                                            ctx_size=ctx_size, parallel=parallel, seed=seed, api_key=api_key)
+            if not differences:
+                return Server("llamacpp", host, port, model, api_key=api_key)
+            raise ServerMismatchError(
+                f"The llama-server on {host}:{port} serves '{model}' but not with the options asked for: "
+                + "; ".join(differences) + ".", differences=differences,
+                fix=f"labkit.up() restarts a server this process started. This one belongs to another process "
+                    f"(the lab, a test session, `labkit up`, or yours): stop it (`labkit down` stops what "
+                    f"`labkit up` started), or start yours beside it on another port: port={port + 10}.")
         what = (f"llama-server serving {found['models']}" if found else "something that is not llama-server"
                 " (or one that wants a different API key)")
         raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{model}'.",
                             fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
                                 f"or use another port: {KINDS['llamacpp'].port_env}=<port>.")
-    gguf = check_gguf(Path(gguf)) if gguf else model_path()
-    argv = llama_server_argv(llama_server_binary(binary), gguf, host=host, port=port, model=model,
-                             ctx_size=ctx_size, parallel=parallel, threads=threads, api_key=api_key, seed=seed,
-                             ui=ui_dir() if ui else None, extra_args=extra_args)
+    argv = argv_for(llama_server_binary(binary))
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, model, api_key=api_key,
                     proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
