@@ -14,6 +14,7 @@ from .errors import LabkitError
 from .home import home, subdir
 from .cpu import this_cpu
 from .servers import KINDS, kind_of, port_of, start
+from .registries import doctor_rows
 from .servers.install import find_tool, provenance
 
 
@@ -109,6 +110,8 @@ def setup_rows() -> list[tuple[str, str, str]]:
 
 
 def cmd_status(args) -> int:
+    for row in doctor_rows():
+        table.add_row(*row)
     for kind, port in _ports().items():
         ok, text = kind_of(kind).describe("127.0.0.1", port)
         print(f"{'✔' if ok else '·'} {kind:9} {text}")
@@ -151,6 +154,8 @@ def cmd_doctor(args) -> int:
             table.add_row("✔" if ours else "·", f"{name} runs on this CPU" if ours else f"{name} (yours)", how, "")
     for mark, name, text in setup_rows():
         table.add_row(mark, f"setup: {name}", text, "labkit status; the log in the labkit home" if mark == "✘" else "")
+    for row in doctor_rows():
+        table.add_row(*row)
     for kind, port in _ports().items():
         ok, text = kind_of(kind).describe("127.0.0.1", port)
         table.add_row("✔" if ok else "·", f"{kind} server", text,

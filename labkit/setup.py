@@ -18,6 +18,7 @@ from .home import repo_root, subdir
 from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
+from .registries import ensure_answers, for_step
 from .servers.install import build_llama_cpp, build_ollama, find_tool, version_of
 from .servers.ui import build_ui, ui_built, ui_dir
 
@@ -224,6 +225,8 @@ def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Seque
         _note(step.name, "installing")
         started = time.monotonic()
         try:
+            if for_step(step.name):
+                ensure_answers(for_step(step.name))  # a registry that does not answer: its variable, at once
             step.install()
             detail = step.check()
             if not detail:
