@@ -17,12 +17,14 @@ GLOSSARY = NOTEBOOKS / "glossary.md"
 # How each glossary entry (its heading = its anchor) is spotted in a lesson's prose.
 TERMS = {
     "token": r"\btokens?\b",
+    "weights": r"\bweights\b",
     "gguf": r"\bGGUF\b",
     "quantisation": r"\bquanti[sz](ed|ation|e)\b",
     "context-window": r"\bcontext (window|size)\b",
     "slot": r"\bslots?\b",
     "kv-cache": r"\bKV cache\b",
     "chat-template": r"\bchat template\b",
+    "system-prompt": r"\bsystem prompts?\b",
     "sse": r"\bSSE\b|server-sent events",
     "ndjson": r"\bNDJSON\b",
     "grammar": r"\bGBNF\b|\bgrammars?\b",
@@ -30,6 +32,7 @@ TERMS = {
     "tool-call": r"\btool calls?\b",
     "structured-output": r"\bstructured output\b",
     "reasoning": r"<think>",
+    "sampling": r"\bsampling\b|\bsampler\b",
     "temperature": r"\btemperature\b",
     "ttft": r"\bTTFT\b",
     "itl": r"\bITL\b",
@@ -43,11 +46,20 @@ TERMS = {
     "loopback": r"\bloopback\b",
     "reverse-proxy": r"\breverse proxy\b",
     "rpc": r"\bRPC\b",
+    "openai-compatible": r"\bOpenAI[- ]compatible\b",
+    "finish-reason": r"\bfinish[_ ]reasons?\b",
+    "agent": r"\b[Aa]gents?\b(?! SDK)",  # the concept, not the product name "OpenAI Agents SDK"
+    "lcel": r"\bLCEL\b",
+    "logprobs": r"\blogprobs\b|\blog-probabilit(y|ies)\b",
+    "vllm": r"\bvLLM\b",
+    "p95": r"\bp(50|90|95|99)\b",
+    "cors": r"\bCORS\b",
 }
 
 
-CODE_TERMS = {"ignore-eos", "reasoning"}  # spotted inside `code` too
-CASED = {"rag", "sse", "rpc", "gguf", "ttft", "itl", "e2e", "ndjson"}  # acronyms: only in capitals
+CODE_TERMS = {"ignore-eos", "reasoning", "finish-reason", "logprobs"}  # spotted inside `code` too (they are fields)
+# Acronyms and names: only as written (agent: lowercase or capitalised, never inside a name such as AgentChat).
+CASED = {"rag", "sse", "rpc", "gguf", "ttft", "itl", "e2e", "ndjson", "lcel", "p95", "cors", "agent"}
 
 
 def cells(path: Path) -> list[dict]:
