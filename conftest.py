@@ -8,6 +8,10 @@ import os
 
 import labkit
 
+# Tests assert labkit's English messages; the Chinese ones are tested with an explicit environment. (On a machine
+# with a Chinese locale, labkit would otherwise answer the tests in Chinese.)
+os.environ["LABKIT_LANG"] = "en"
+
 
 def pytest_sessionstart(session):
     wanted = os.environ.get("LABKIT_TEST_SERVERS", "llamacpp,ollama")

@@ -1,5 +1,7 @@
-"""Errors that say what happened, what was tried and what to do next."""
+"""Errors that say what happened, what was tried and what to do next (labelled in the learner's edition)."""
 from __future__ import annotations
+
+from .language import text
 
 
 class LabkitError(RuntimeError):
@@ -9,11 +11,11 @@ class LabkitError(RuntimeError):
         self.what, self.fix, self.tried, self.log_tail = what, fix, tried, log_tail
         parts = [what]
         if tried:
-            parts.append(f"Tried: {tried}")
+            parts.append(text("Tried: ", "尝试过：") + tried)
         if fix:
-            parts.append(f"Fix: {fix}")
+            parts.append(text("Fix: ", "解决办法：") + fix)
         if log_tail:
-            parts.append("Last lines of the log:\n" + log_tail)
+            parts.append(text("Last lines of the log:", "日志的最后几行：") + "\n" + log_tail)
         super().__init__("\n".join(parts))
 
 

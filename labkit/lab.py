@@ -160,7 +160,10 @@ def jupyter_url(pid: int, lesson: str, timeout: float = 60) -> str | None:
 def jupyter_command(jupyter_args: list[str], env: dict | None = None) -> tuple[list[str], str]:
     """The `jupyter lab` command line and the lesson it opens: lesson 00 of the learner's edition (LABKIT_LANG or
     the locale), with JupyterLab's interface in that language and its news popup off (labkit's settings folder)."""
-    which = edition(env)
+    try:
+        which = edition(env)
+    except ValueError as bad:  # a misspelt LABKIT_LANG: said before anything starts
+        raise LabkitError(str(bad)) from None
     settings = subdir("jupyterlab", which)
     (settings / "overrides.json").write_text(json.dumps(jupyter_settings(which), indent=1))
     lesson = lesson_00(which)

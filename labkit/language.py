@@ -1,4 +1,5 @@
-"""Which edition of the course a learner reads (English or 中文), chosen once from the environment.
+"""Which edition of the course a learner reads (English or 中文), chosen once from the environment. A leaf module:
+errors.py reads it too, so it imports nothing of labkit.
 
 LABKIT_LANG wins (`zh-CN`, `zh`, `en`); otherwise the locale (LC_ALL, LC_MESSAGES, LANG: `zh_CN.UTF-8` → zh-CN);
 otherwise English. The lab opens that edition's lesson 00 with JupyterLab's own interface in that language, and
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
-from .errors import LabkitError
 
 EDITIONS = ("en", "zh-CN")
 LESSON_00 = "00_welcome.ipynb"
@@ -24,8 +23,8 @@ def edition(env: Mapping[str, str] | None = None) -> str:
             return "zh-CN"
         if chosen.lower().startswith("en"):
             return "en"
-        raise LabkitError(f"LABKIT_LANG={chosen!r} names no edition of the course",
-                          fix=f"set LABKIT_LANG to one of: {', '.join(EDITIONS)} (or unset it to follow the locale)")
+        raise ValueError(f"LABKIT_LANG={chosen!r} names no edition of the course. Fix: set LABKIT_LANG to one of: "
+                         f"{', '.join(EDITIONS)} (or unset it to follow the locale)")
     for name in ("LC_ALL", "LC_MESSAGES", "LANG"):  # POSIX order: the first one set decides
         value = env.get(name, "")
         if value:
@@ -50,5 +49,5 @@ def text(en: str, zh: str, env: Mapping[str, str] | None = None) -> str:
     """A message in the learner's edition: labkit's most common messages are written in both languages."""
     try:
         return zh if edition(env) == "zh-CN" else en
-    except LabkitError:  # a bad LABKIT_LANG must not hide the message it was asked to show
+    except ValueError:  # a bad LABKIT_LANG must not hide the message it was asked to show
         return en

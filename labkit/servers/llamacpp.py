@@ -10,6 +10,7 @@ import psutil
 
 from ..errors import PortBusyError, ServerMismatchError, ServerStartError
 from ..home import subdir
+from ..language import text
 from ..models import check_gguf, check_model_name, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
@@ -180,16 +181,24 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", mode
             if not differences:
                 return Server("llamacpp", host, port, model, api_key=api_key)
             raise ServerMismatchError(
-                f"The llama-server on {host}:{port} serves '{model}' but not with the options asked for: "
+                text(f"The llama-server on {host}:{port} serves '{model}' but not with the options asked for: ",
+                     f"{host}:{port} 上的 llama-server 提供模型 '{model}'，但启动选项与要求的不同：")
                 + "; ".join(differences) + ".", differences=differences,
-                fix=f"labkit.up() restarts a server this process started. This one belongs to another process "
-                    f"(the lab, a test session, `labkit up`, or yours): stop it (`labkit down` stops what "
-                    f"`labkit up` started), or start yours beside it on another port: port={port + 10}.")
+                fix=text(f"labkit.up() restarts a server this process started. This one belongs to another process "
+                         f"(the lab, a test session, `labkit up`, or yours): stop it (`labkit down` stops what "
+                         f"`labkit up` started), or start yours beside it on another port: port={port + 10}.",
+                         f"labkit.up() 会重启本进程自己启动的服务；这个服务属于另一个进程（lab、测试会话、"
+                         f"`labkit up` 或你自己）：先停掉它（`labkit down` 停止 `labkit up` 启动的服务），"
+                         f"或者在另一个端口上启动你的服务：port={port + 10}。"))
         what = (f"llama-server serving {found['models']}" if found else "something that is not llama-server"
                 " (or one that wants a different API key)")
-        raise PortBusyError(f"Port {port} on {host} is taken by {what}; it does not serve '{model}'.",
-                            fix=f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
-                                f"or use another port: {KINDS['llamacpp'].port_env}=<port>.")
+        raise PortBusyError(
+            text(f"Port {port} on {host} is taken by {what}; it does not serve '{model}'.",
+                 f"{host} 的端口 {port} 已被占用（{what}），它不提供模型 '{model}'。"),
+            fix=text(f"Stop that process (`labkit down`, or `ss -ltnp 'sport = :{port}'` to find it), "
+                     f"or use another port: {KINDS['llamacpp'].port_env}=<port>.",
+                     f"停掉那个进程（`labkit down`，或用 `ss -ltnp 'sport = :{port}'` 找到它），"
+                     f"或者换一个端口：{KINDS['llamacpp'].port_env}=<port>。"))
     argv = argv_for(llama_server_binary(binary))
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, model, api_key=api_key,
