@@ -80,7 +80,8 @@ def answers(url: str, timeout: float = 5.0) -> tuple[bool, str]:
 
 
 def ensure_answers(registry: Registry, *, timeout: float = 10.0, env: Mapping[str, str] | None = None) -> None:
-    """Before a step downloads: stop at once with the variable to set when its registry does not answer."""
+    """Raise an error naming the variable to set when `registry` does not answer (setup asks after a download
+    failed, so a step that needs no download works offline)."""
     value, where = address(registry, env)
     url = first_url(value)
     if url is None:

@@ -204,6 +204,19 @@ def _note(name: str, state: str, detail: str = "") -> None:
     partial.replace(progress_path())
 
 
+def _install(step: Step) -> None:
+    """Install one step; when it fails and the registry it downloads from does not answer, say that, with the
+    variable to set (checked after the failure, so a step that needs no download — a pack, a cache — works
+    offline)."""
+    try:
+        step.install()
+    except LabkitError:
+        registry = for_step(step.name)
+        if registry:
+            ensure_answers(registry)  # raises the clearer error: which registry, which variable, which mirror
+        raise
+
+
 def missing(group: str, *, only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> list[Step]:
     """The steps of `group` that are not installed yet."""
     return [s for s in STEPS if group in s.groups and (not only or s.name in only) and s.name not in skip
@@ -225,9 +238,7 @@ def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Seque
         _note(step.name, "installing")
         started = time.monotonic()
         try:
-            if for_step(step.name):
-                ensure_answers(for_step(step.name))  # a registry that does not answer: its variable, at once
-            step.install()
+            _install(step)
             detail = step.check()
             if not detail:
                 raise LabkitError(f"{step.name} is still missing after installing it.", fix=step.fix)
