@@ -6,14 +6,19 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: lab test setup doctor clean-venv
 
+# A workshop pack (`labkit pack` on the instructor's machine): `make lab PACK=path/to/labkit-pack-….tar` installs
+# its builds and models instead of compiling (verified, then smoke-tested on this CPU).
+PACK ?=
+UNPACK := $(if $(PACK),$(BIN)/labkit unpack "$(PACK)" &&,)
+
 ## make lab: install what lessons 00-01 need, start llama-server, open JupyterLab on lesson 00; the rest
 ## (Ollama, Go modules, newman, nginx) installs in the background. Jupyter options: make lab ARGS="--no-browser"
 lab: $(STAMP)
-	$(BIN)/labkit lab $(ARGS)
+	$(UNPACK) $(BIN)/labkit lab $(ARGS)
 
 ## make test: install, build, then run every test and every notebook against real servers
 test: $(STAMP)
-	$(BIN)/labkit setup --group test
+	$(UNPACK) $(BIN)/labkit setup --group test
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
@@ -26,6 +31,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	$(UNPACK) true
 	@# The lab's Python packages download (network-bound) while llama.cpp compiles (CPU-bound): minutes saved.
 	$(BIN)/labkit setup --only model --only llama-server & build=$$!; \
 	  trap 'kill $$build 2>/dev/null' INT TERM HUP; \

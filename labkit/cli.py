@@ -8,12 +8,14 @@ import platform
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 from .errors import LabkitError
 from .home import home, subdir
 from .cpu import this_cpu
 from .servers import KINDS, kind_of, port_of, start
+from .pack import STEP_OF_PART, pack, unpack
 from .registries import doctor_rows
 from .servers.install import find_tool, provenance
 
@@ -164,6 +166,26 @@ def cmd_doctor(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_pack(args) -> int:
+    started = time.monotonic()
+    path = pack(Path(args.out))
+    print(f"✔ {path} ({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s). On each laptop: "
+          f"make lab PACK={path}  (or: labkit unpack {path})")
+    return 0
+
+
+def cmd_unpack(args) -> int:
+    """Unpack, then let setup prove each binary runs on this CPU (a smoke test; a rebuild only if it dies here)."""
+    from .setup import setup
+    started = time.monotonic()
+    moved = unpack(Path(args.pack))
+    print(f"✔ unpacked {', '.join(moved) or 'nothing (the home has every part)'} "
+          f"({time.monotonic() - started:.0f} s)", flush=True)
+    if moved:
+        setup("test", only=[STEP_OF_PART.get(part, part) for part in moved])
+    return 0
+
+
 def cmd_lab(args) -> int:
     from .lab import run
     return run(args.jupyter_args)
@@ -185,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what listens on the lab's ports").set_defaults(func=cmd_status)
     sub.add_parser("doctor", help="check binaries, model, ports; each problem with its fix").set_defaults(
         func=cmd_doctor)
+    p = sub.add_parser("pack", help="write a workshop pack of this home's builds and models, for other laptops")
+    p.add_argument("--out", default=".", help="folder for the pack (default: here)")
+    p.set_defaults(func=cmd_pack)
+    p = sub.add_parser("unpack", help="install a workshop pack into the labkit home (verified, smoke-tested)")
+    p.add_argument("pack")
+    p.set_defaults(func=cmd_unpack)
     p = sub.add_parser("lab", help="set up, start llama-server and open JupyterLab on lesson 00")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
     p.set_defaults(func=cmd_lab)
