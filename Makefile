@@ -10,11 +10,16 @@ STAMP  := $(VENV)/.installed-stamp
 # its builds and models instead of compiling (verified, then smoke-tested on this CPU).
 PACK ?=
 UNPACK := $(if $(PACK),$(BIN)/labkit unpack "$(PACK)" &&,)
+# A workshop room (`labkit room` on the instructor's machine): `make lab SERVER=http://HOST:8200 KEY=sk-room-…`
+# builds nothing here; the lessons' servers are the room's.
+SERVER ?= $(LABKIT_SERVER)
+KEY ?= $(LABKIT_KEY)
+ROOM := $(if $(SERVER),LABKIT_SERVER="$(SERVER)" LABKIT_KEY="$(KEY)",)
 
 ## make lab: install what lessons 00-01 need, start llama-server, open JupyterLab on lesson 00; the rest
 ## (Ollama, Go modules, newman, nginx) installs in the background. Jupyter options: make lab ARGS="--no-browser"
 lab: $(STAMP)
-	$(UNPACK) $(BIN)/labkit lab $(ARGS)
+	$(UNPACK) $(ROOM) $(BIN)/labkit lab $(ARGS)
 
 ## make test: install, build, then run every test and every notebook against real servers
 test: $(STAMP)
@@ -33,7 +38,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
 	$(UNPACK) true
 	@# The lab's Python packages download (network-bound) while llama.cpp compiles (CPU-bound): minutes saved.
-	$(BIN)/labkit setup --only model --only llama-server & build=$$!; \
+	$(if $(SERVER),true,$(BIN)/labkit setup --only model --only llama-server) & build=$$!; \
 	  trap 'kill $$build 2>/dev/null' INT TERM HUP; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]' || { kill $$build; exit 1; }; \
 	  wait $$build

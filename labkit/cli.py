@@ -186,6 +186,46 @@ def cmd_unpack(args) -> int:
     return 0
 
 
+def cmd_room(args) -> int:
+    """The instructor's server for a room: keys printed and written to a file, then a live view until Ctrl-C."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from .room import parse_room_log, per_learner, server_rate, start_room, write_keys
+    with start_room(args.learners, host=args.host, port=args.port, ollama=not args.no_ollama,
+                    per_minute=args.per_minute) as room:
+        url = f"http://{'<this machine’s address>' if args.host == '0.0.0.0' else args.host}:{room.port}"
+        keys = write_keys(Path(args.keys_file), room.taken, url)
+        table = Table(title=f"room: llama-server on :{room.port}"
+                            f"{'' if args.no_ollama else f', Ollama on :{room.port + 1}'} — keys in {keys}")
+        for col in ("learner", "LABKIT_KEY"):
+            table.add_column(col)
+        for seat in room.taken:
+            table.add_row(seat.learner, seat.key)
+        Console().print(table)
+        print(f"Each learner: LABKIT_SERVER={url} LABKIT_KEY=<their key> make lab     (Ctrl-C here stops the room)")
+
+        def view() -> Table:
+            rows = per_learner(parse_room_log(room.access_log.read_text(errors="replace")))
+            live = Table(title=f"who is connected — server decoding {server_rate(room) or 0:.0f} tokens/s")
+            for col in ("learner", "requests", "refused (429)", "median s", "last seen"):
+                live.add_column(col)
+            for name, r in sorted(rows.items()):
+                live.add_row(name, str(r["requests"]), str(r["refused"]),
+                             f"{r['median_s']:.2f}" if r["median_s"] is not None else "",
+                             time.strftime("%H:%M:%S", time.localtime(r["last"])))
+            return live
+        try:
+            with Live(view(), refresh_per_second=1) as screen:
+                while True:
+                    time.sleep(2)
+                    screen.update(view())
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_lab(args) -> int:
     from .lab import run
     return run(args.jupyter_args)
@@ -213,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpack", help="install a workshop pack into the labkit home (verified, smoke-tested)")
     p.add_argument("pack")
     p.set_defaults(func=cmd_unpack)
+    p = sub.add_parser("room", help="one server for a workshop room: a key per learner, a limit per key, a live view")
+    p.add_argument("--learners", type=int, required=True)
+    p.add_argument("--host", default="0.0.0.0", help="where nginx listens (default: every interface)")
+    p.add_argument("--port", type=int, default=8200, help="llama-server's port; Ollama's is the next one")
+    p.add_argument("--per-minute", type=int, default=60, help="requests each learner may send per minute")
+    p.add_argument("--no-ollama", action="store_true", help="llama-server only")
+    p.add_argument("--keys-file", default="room-keys.csv")
+    p.set_defaults(func=cmd_room)
     p = sub.add_parser("lab", help="set up, start llama-server and open JupyterLab on lesson 00")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
     p.set_defaults(func=cmd_lab)

@@ -22,6 +22,7 @@ from .errors import LabkitError
 from .home import repo_root, subdir
 from .language import edition, jupyter_settings, lesson_00
 from .procs import ManagedProcess, _die_with_parent
+from .room import room_server
 from .servers import Server, kind_of, start, start_llama_server
 
 ENV = "LABKIT_LAB"
@@ -191,7 +192,8 @@ def start_background_setup() -> ManagedProcess | None:
 
 def run(jupyter_args: list[str]) -> int:
     """`make lab`: what lessons 00–01 need, llama-server, then JupyterLab on lesson 00 while the rest installs
-    behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup."""
+    behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup.
+    With LABKIT_SERVER (a workshop room), JupyterLab alone: the lessons' servers are the room's."""
     from .setup import FIRST, setup
     lock = lab_lock()
     if lock is None:
@@ -200,13 +202,18 @@ def run(jupyter_args: list[str]) -> int:
                           f"{other.get('url') or 'still starting; its URL will be in its terminal'}",
                           fix=f"Open that one, or stop it first (Ctrl-C in its terminal, or `kill {other['pid']}`).")
     lab_file().write_text(json.dumps({"pid": os.getpid(), "url": None}))
-    setup("lab", only=FIRST)
+    room = os.environ.get("LABKIT_SERVER")  # a workshop room's server: nothing to build or start here
+    if not room:
+        setup("lab", only=FIRST)
     owner = Owner(socket_path())
     background = jupyter = None
     try:
-        server = start_llama_server()
-        owner.adopt(server)
-        background = start_background_setup()
+        if room:
+            server = room_server("llamacpp", room, os.environ.get("LABKIT_KEY", ""))
+        else:
+            server = start_llama_server()
+            owner.adopt(server)
+            background = start_background_setup()
         env = {**os.environ, **server.env(), ENV: str(owner.path)}
         argv, lesson = jupyter_command(jupyter_args)
         jupyter = subprocess.Popen(argv, env=env, cwd=repo_root(), preexec_fn=_die_with_parent)

@@ -1,8 +1,11 @@
 """`up()` for lessons: idempotent and fast when the server already runs; restarts one that died."""
 from __future__ import annotations
 
+import os
+
 from . import lab
 from .errors import ServerMismatchError
+from .room import room_server
 from .servers import Server, kind_of, port_of, start
 
 _servers: dict[tuple, Server] = {}
@@ -12,6 +15,7 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
     """A healthy server of `kind` ("llamacpp" or "ollama"): the one this process started, one already running
     on the port (reused, left running), or a new one stopped when this process ends. Inside a lab (`make lab`),
     the lab's own server: it outlives this kernel and stops with the lab (options make it this kernel's own).
+    With LABKIT_SERVER set (a workshop room, `labkit room`), the room's server with the key in LABKIT_KEY.
 
     `options` go to `start_llama_server` / `start_ollama` (port, model, gguf, api_key, extra_args, ...).
     With `export`, OPENAI_BASE_URL / OPENAI_API_KEY point at it so every OpenAI client finds it.
@@ -22,7 +26,9 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
     if server is None or not server.alive():
         if server is not None:
             server.stop()  # died or was killed: clean up, then start again
-        if not options and lab.in_lab():
+        if not options and os.environ.get("LABKIT_SERVER"):
+            server = room_server(kind, os.environ["LABKIT_SERVER"], os.environ.get("LABKIT_KEY", ""))
+        elif not options and lab.in_lab():
             server = lab.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
         else:
             server = _start_or_restart(kind, options)
