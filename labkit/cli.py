@@ -168,7 +168,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_pack(args) -> int:
     started = time.monotonic()
-    path = pack(Path(args.out))
+    path = pack(Path(args.out), portable=args.portable)
     print(f"✔ {path} ({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s). On each laptop: "
           f"make lab PACK={path}  (or: labkit unpack {path})")
     return 0
@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_doctor)
     p = sub.add_parser("pack", help="write a workshop pack of this home's builds and models, for other laptops")
     p.add_argument("--out", default=".", help="folder for the pack (default: here)")
+    p.add_argument("--portable", action="store_true",
+                   help="pack builds for the portable CPU level (built once, ~15 min) instead of this CPU's native ones")
     p.set_defaults(func=cmd_pack)
     p = sub.add_parser("unpack", help="install a workshop pack into the labkit home (verified, smoke-tested)")
     p.add_argument("pack")

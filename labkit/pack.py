@@ -29,7 +29,10 @@ from .errors import LabkitError
 from .home import home, subdir
 from .language import text
 from .models import cached_path
-from .servers.install import LLAMA_CPP_VERSION, OLLAMA_VERSION, llama_cpp_prefix, ollama_prefix, read_stamp
+from .servers.install import (LLAMA_CPP_VERSION, OLLAMA_VERSION, build_llama_cpp_flavour, build_ollama_flavour,
+                              build_until_it_runs, llama_cpp_prefix, ollama_prefix, prepare_llama_cpp,
+                              prepare_ollama, read_stamp)
+from .servers.smoke import smoke_llama_cpp, smoke_ollama
 from .servers.ui import ui_built
 
 FORMAT = 1
@@ -55,6 +58,25 @@ def parts() -> dict[str, list[Path]]:
     }
 
 
+def portable_builds(*, quiet: bool = False) -> dict[str, Path]:
+    """llama.cpp and Ollama built for the portable level (the builder's x86 levels up to AVX2/FMA/F16C/BMI2, no
+    AVX-512 or AMX: x86-64-v3 on any builder of the last decade) instead of -march=native, smoke-tested here,
+    kept beside the home's own builds. Returns {part: prefix} to pack in place of the native ones."""
+    cpu = this_cpu()
+    out = {}
+    for part, home_prefix, prepare, build, smoke in (
+            ("llama.cpp", llama_cpp_prefix(), prepare_llama_cpp, build_llama_cpp_flavour, smoke_llama_cpp),
+            ("ollama", ollama_prefix(), prepare_ollama, build_ollama_flavour, smoke_ollama)):
+        prefix = subdir("pack-builds", home_prefix.parent.name) / home_prefix.name
+        stamp = read_stamp(prefix)
+        if not (stamp and stamp.get("flavour") == "portable"):
+            prepare()
+            build_until_it_runs(part, prefix, cpu=cpu, first="portable", smoke=smoke,
+                                build=lambda flavour, dest, build=build: build(flavour, dest, quiet=quiet))
+        out[part] = prefix
+    return out
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -75,45 +97,51 @@ def missing_parts() -> list[str]:
     return out + [name for name, paths in parts().items() if name not in found and not all(p.exists() for p in paths)]
 
 
-def manifest(files: dict[str, list[Path]]) -> dict:
-    """Versions, every file's size and sha256 (relative to the home), and how each build was made."""
-    root = home()
+def manifest(files: dict[str, list[tuple[Path, str]]], builds: dict[str, dict]) -> dict:
+    """Versions, every file's size and sha256 (by its place in the home), and how each build was made."""
     entries = {}
-    for part, paths in files.items():
-        for path in paths:
-            entries[str(path.relative_to(root))] = {"part": part, "size": path.stat().st_size,
-                                                   "sha256": sha256_file(path), "mode": path.stat().st_mode & 0o777}
-    builds = {name: {k: stamp.get(k) for k in ("flavour", "flags", "built_on", "version")}
-              for name, stamp in (("llama.cpp", read_stamp(llama_cpp_prefix())),
-                                  ("ollama", read_stamp(ollama_prefix()))) if stamp}
+    for part, pairs in files.items():
+        for src, name in pairs:
+            entries[name] = {"part": part, "size": src.stat().st_size, "sha256": sha256_file(src)}
     return {"format": FORMAT, "labkit": version("labkit"), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "arch": platform.machine(), "llama.cpp": LLAMA_CPP_VERSION, "ollama": OLLAMA_VERSION,
             "packed_on": this_cpu().to_json(), "builds": builds, "files": entries}
 
 
-def pack(out: Path) -> Path:
-    """Write the pack (an uncompressed tar: the models and binaries barely compress) and return its path."""
+def pack(out: Path, *, portable: bool = False) -> Path:
+    """Write the pack (an uncompressed tar: the models and binaries barely compress) and return its path. With
+    `portable`, the builds in it are the portable ones (built once, then reused), not the home's native ones."""
     lacking = missing_parts()
     if lacking:
         raise PackError(text(f"This labkit home cannot be packed yet: {', '.join(lacking)} missing.",
                              f"这个 labkit 主目录还不能打包：缺少 {', '.join(lacking)}。"),
                         fix=text("Run `labkit setup` first (it builds and smoke-tests everything).",
                                  "先运行 `labkit setup`（它会编译所有程序并做冒烟测试）。"))
-    files = {part: [f for p in paths for f in files_of(p)] for part, paths in parts().items()}
-    record = manifest(files)
+    root = home()
+    sources = {part: [(p, p) for p in paths] for part, paths in parts().items()}
+    if portable:  # the same places in the home, filled from the portable builds
+        for part, prefix in portable_builds().items():
+            sources[part] = [(prefix, parts()[part][0])]
+    files = {part: [(f, str(place / f.relative_to(src)) if src.is_dir() else str(place))
+                    for src, place in pairs for f in files_of(src)] for part, pairs in sources.items()}
+    files = {part: [(f, str(Path(name).relative_to(root))) for f, name in pairs] for part, pairs in files.items()}
+    builds = {part: {k: stamp.get(k) for k in ("flavour", "flags", "built_on", "version")}
+              for part, stamp in ((part, read_stamp(pairs[0][0])) for part, pairs in sources.items()
+                                  if part in ("llama.cpp", "ollama")) if stamp}
+    record = manifest(files, builds)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"labkit-pack-{LLAMA_CPP_VERSION}-{platform.machine()}.tar"
     partial = target.with_suffix(".tar.partial")
-    root = home()
     total = sum(e["size"] for e in record["files"].values())
     with tarfile.open(partial, "w") as tar, tqdm(total=total, unit="B", unit_scale=True, desc="pack") as bar:
         data = json.dumps(record, indent=1).encode()
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mtime = len(data), int(time.time())
         tar.addfile(info, fileobj=io.BytesIO(data))
-        for name in record["files"]:
-            tar.add(root / name, arcname=name, recursive=False)
-            bar.update(record["files"][name]["size"])
+        for pairs in files.values():
+            for src, name in pairs:
+                tar.add(src, arcname=name, recursive=False)
+                bar.update(src.stat().st_size)
     partial.replace(target)
     return target
 

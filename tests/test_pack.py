@@ -16,7 +16,7 @@ from labkit.servers.install import STAMP, llama_cpp_prefix, ollama_prefix
 
 def fake_home(root):
     """Every part a pack carries, as small files with the stamps a real setup writes."""
-    stamp = {"flavour": "portable", "flags": ["-DGGML_NATIVE=OFF"], "version": "x",
+    stamp = {"flavour": "native", "flags": ["-DGGML_NATIVE=ON"], "version": "x",
              "built_on": {"arch": platform.machine(), "model": "Test CPU", "fingerprint": "0" * 16},
              "smoke": {"cpu": {"fingerprint": "0" * 16}}}
     for prefix, program in ((llama_cpp_prefix(), "llama-server"), (ollama_prefix(), "ollama")):
@@ -55,7 +55,7 @@ def test_a_pack_carries_every_part_with_a_manifest(packed, tmp_path):
     record = read_manifest(packed)
     assert record["arch"] == platform.machine() and record["format"] == 1
     assert {e["part"] for e in record["files"].values()} == set(parts())
-    assert record["builds"]["llama.cpp"]["flavour"] == "portable", "how each build was made travels with it"
+    assert record["builds"]["llama.cpp"]["flavour"] == "native", "how each build was made travels with it"
     assert all(len(e["sha256"]) == 64 and e["size"] > 0 for e in record["files"].values())
     assert sorted(record["files"]) == home_files(tmp_path / "instructor")
 
@@ -107,3 +107,21 @@ def test_an_incomplete_home_cannot_be_packed(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     with pytest.raises(PackError, match="cannot be packed yet: llama.cpp, ollama, web-ui"):
         pack(tmp_path / "out")
+
+
+def test_a_portable_pack_carries_the_portable_builds_in_the_homes_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "instructor"))
+    fake_home(tmp_path / "instructor")
+    builds = {}
+    for part, program in (("llama.cpp", "llama-server"), ("ollama", "ollama")):
+        prefix = tmp_path / "portable" / part
+        (prefix / "bin").mkdir(parents=True)
+        (prefix / "bin" / program).write_text("portable build\n")
+        (prefix / STAMP).write_text(json.dumps({"flavour": "portable", "flags": ["-DGGML_AVX2=ON"]}))
+        builds[part] = prefix
+    monkeypatch.setattr(packmod, "portable_builds", lambda: builds)
+    record = read_manifest(pack(tmp_path / "out", portable=True))
+    assert record["builds"]["llama.cpp"] == {"flavour": "portable", "flags": ["-DGGML_AVX2=ON"], "built_on": None,
+                                             "version": None}
+    place = str((llama_cpp_prefix() / "bin" / "llama-server").relative_to(tmp_path / "instructor"))
+    assert record["files"][place]["size"] == len("portable build\n"), "packed where the home keeps llama-server"
