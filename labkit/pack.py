@@ -86,7 +86,8 @@ def sha256_file(path: Path) -> str:
 
 
 def files_of(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.is_dir() else [path]
+    """The files and symlinks under `path` (npm's `.bin/newman` is a relative symlink: it must travel too)."""
+    return sorted(p for p in path.rglob("*") if p.is_symlink() or p.is_file()) if path.is_dir() else [path]
 
 
 def missing_parts() -> list[str]:
@@ -102,7 +103,8 @@ def manifest(files: dict[str, list[tuple[Path, str]]], builds: dict[str, dict]) 
     entries = {}
     for part, pairs in files.items():
         for src, name in pairs:
-            entries[name] = {"part": part, "size": src.stat().st_size, "sha256": sha256_file(src)}
+            entries[name] = ({"part": part, "link": os.readlink(src)} if src.is_symlink() else
+                             {"part": part, "size": src.stat().st_size, "sha256": sha256_file(src)})
     return {"format": FORMAT, "labkit": version("labkit"), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "arch": platform.machine(), "llama.cpp": LLAMA_CPP_VERSION, "ollama": OLLAMA_VERSION,
             "packed_on": this_cpu().to_json(), "builds": builds, "files": entries}
@@ -132,7 +134,7 @@ def pack(out: Path, *, portable: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"labkit-pack-{LLAMA_CPP_VERSION}-{platform.machine()}.tar"
     partial = target.with_suffix(".tar.partial")
-    total = sum(e["size"] for e in record["files"].values())
+    total = sum(e.get("size", 0) for e in record["files"].values())
     with tarfile.open(partial, "w") as tar, tqdm(total=total, unit="B", unit_scale=True, desc="pack") as bar:
         data = json.dumps(record, indent=1).encode()
         info = tarfile.TarInfo(MANIFEST)
@@ -141,7 +143,7 @@ def pack(out: Path, *, portable: bool = False) -> Path:
         for pairs in files.values():
             for src, name in pairs:
                 tar.add(src, arcname=name, recursive=False)
-                bar.update(src.stat().st_size)
+                bar.update(record["files"][name].get("size", 0))
     partial.replace(target)
     return target
 
@@ -210,4 +212,6 @@ def unpack(archive: Path) -> list[str]:
 
 
 def _intact(path: Path, entry: dict) -> bool:
+    if "link" in entry:
+        return path.is_symlink() and os.readlink(path) == entry["link"]
     return path.is_file() and path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]

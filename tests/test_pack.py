@@ -28,9 +28,11 @@ def fake_home(root):
         for path in parts()[part]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(f"{part}:{path.name}".encode() * 100)
-    newman = parts()["newman"][0] / "node_modules" / ".bin" / "newman"
+    newman = parts()["newman"][0] / "node_modules" / "newman" / "bin" / "newman.js"
     newman.parent.mkdir(parents=True)
-    newman.write_text("#!/bin/sh\n")
+    newman.write_text("#!/usr/bin/env node\n")
+    (parts()["newman"][0] / "node_modules" / ".bin").mkdir()
+    (parts()["newman"][0] / "node_modules" / ".bin" / "newman").symlink_to("../newman/bin/newman.js")  # as npm does
     ui = parts()["web-ui"][0]
     ui.mkdir(parents=True)
     (ui / "index.html").write_text("<html>the UI</html>")
@@ -56,7 +58,8 @@ def test_a_pack_carries_every_part_with_a_manifest(packed, tmp_path):
     assert record["arch"] == platform.machine() and record["format"] == 1
     assert {e["part"] for e in record["files"].values()} == set(parts())
     assert record["builds"]["llama.cpp"]["flavour"] == "native", "how each build was made travels with it"
-    assert all(len(e["sha256"]) == 64 and e["size"] > 0 for e in record["files"].values())
+    assert all(len(e["sha256"]) == 64 and e["size"] > 0 for e in record["files"].values() if "link" not in e)
+    assert record["files"]["node/node_modules/.bin/newman"] == {"part": "newman", "link": "../newman/bin/newman.js"}
     assert sorted(record["files"]) == home_files(tmp_path / "instructor")
 
 
@@ -64,6 +67,8 @@ def test_unpack_into_an_empty_home_then_nothing_to_do(packed, tmp_path):
     assert set(unpack(packed)) == set(parts())
     assert home_files(tmp_path / "laptop") == home_files(tmp_path / "instructor")
     assert (llama_cpp_prefix() / "bin" / "llama-server").stat().st_mode & 0o100, "programs stay executable"
+    newman = tmp_path / "laptop" / "node" / "node_modules" / ".bin" / "newman"
+    assert newman.is_symlink() and newman.read_text().startswith("#!/usr/bin/env node"), "npm's link still leads"
     assert unpack(packed) == [], "a second unpack finds every part in place"
 
 
