@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import LabkitError
 from .home import home, subdir
 from .cpu import this_cpu
-from .servers import KINDS, kind_of, port_of, start
+from .servers import KINDS, describe, port_of, start
 from .pack import STEP_OF_PART, pack, unpack
 from .registries import doctor_rows
 from .servers.install import find_tool, provenance
@@ -112,10 +112,8 @@ def setup_rows() -> list[tuple[str, str, str]]:
 
 
 def cmd_status(args) -> int:
-    for row in doctor_rows():
-        table.add_row(*row)
     for kind, port in _ports().items():
-        ok, text = kind_of(kind).describe("127.0.0.1", port)
+        ok, text = describe(kind, "127.0.0.1", port)
         print(f"{'✔' if ok else '·'} {kind:9} {text}")
     for mark, name, text in setup_rows():
         print(f"{mark} setup: {name:9} {text.splitlines()[0] if text else ''}")
@@ -159,7 +157,7 @@ def cmd_doctor(args) -> int:
     for row in doctor_rows():
         table.add_row(*row)
     for kind, port in _ports().items():
-        ok, text = kind_of(kind).describe("127.0.0.1", port)
+        ok, text = describe(kind, "127.0.0.1", port)
         table.add_row("✔" if ok else "·", f"{kind} server", text,
                       "" if ok else f"labkit up {kind}  (lessons start it themselves)")
     Console().print(table)

@@ -30,9 +30,8 @@ from .home import home, subdir
 from .language import text
 from .models import cached_path
 from .servers.install import (LLAMA_CPP_VERSION, OLLAMA_VERSION, build_llama_cpp_flavour, build_ollama_flavour,
-                              build_until_it_runs, llama_cpp_prefix, ollama_prefix, prepare_llama_cpp,
-                              prepare_ollama, read_stamp)
-from .servers.smoke import smoke_llama_cpp, smoke_ollama
+                              llama_cpp_prefix, ollama_prefix, prepare_llama_cpp, prepare_ollama, read_stamp)
+from .servers.smoke import build_until_it_runs, smoke_llama_cpp, smoke_ollama
 from .servers.ui import ui_built
 
 FORMAT = 1

@@ -20,7 +20,8 @@ from .models import EMBEDDED, cached_path, check_gguf, is_verified, model_path
 from .procs import run_logged, tail
 from .proxy import nginx_found
 from .registries import ensure_answers, for_step
-from .servers.install import build_llama_cpp, build_ollama, find_tool, version_of
+from .servers.install import find_tool, version_of
+from .servers.smoke import build_llama_cpp, build_ollama
 from .servers.ui import build_ui, ui_built, ui_dir
 
 NEWMAN_REQ = "newman@6.2.1"

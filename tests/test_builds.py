@@ -20,9 +20,9 @@ from labkit import scale
 from labkit.cpu import NO_AMX, Cpu, compiler_flags, first_flavour, llama_cmake_args, parse_cpuinfo
 from labkit.errors import BinaryError
 from labkit.home import data_dir
-from labkit.servers import install
-from labkit.servers.install import STAMP, build_until_it_runs, ensure_runs_here, read_stamp, runs_here
-from labkit.servers.smoke import Smoke, signal_in, signal_of, smoke_llama_cpp
+from labkit.servers import install, smoke
+from labkit.servers.install import STAMP, read_stamp, runs_here
+from labkit.servers.smoke import Smoke, build_until_it_runs, ensure_runs_here, signal_in, signal_of, smoke_llama_cpp
 
 CPUS = data_dir() / "cpu"
 XEON = parse_cpuinfo((CPUS / "xeon_avx512_no_amx.cpuinfo").read_text(), "x86_64")
@@ -185,7 +185,7 @@ def test_another_cpu_means_a_new_smoke_test_not_a_rebuild(tmp_path, monkeypatch)
 
 def test_another_cpu_that_kills_the_binary_gets_a_rebuild(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(install, "first_flavour", lambda cpu: "native")
+    monkeypatch.setattr(smoke, "first_flavour", lambda cpu: "native")
     prefix = tmp_path / "p"
     build_until_it_runs("tool", prefix, build=fake_build({"native": "sigill", "portable": "ok"}, []),
                         smoke=lambda p: Smoke(ok=True, passed=["ran on the old CPU"]), cpu=XEON, first="native",
@@ -202,6 +202,19 @@ def test_the_real_llama_smoke_test_reports_sigill_from_a_dying_llama_bench(tmp_p
         fake_binary(tmp_path / "bin" / name, "sigill")
     result = smoke_llama_cpp(tmp_path, timeout=20)
     assert not result.ok and result.signal == "SIGILL" and "llama-bench" in result.error
+
+
+def test_the_smoke_test_starts_llama_server_as_lessons_do_and_names_its_sigill(tmp_path):
+    """llama-bench runs, but llama-server dies at start: the error comes from start_llama_server (the start the
+    lessons use), and its 'exit code -4' is read as SIGILL, so the rule rebuilds for this CPU."""
+    for name in install.LLAMA_CPP_TARGETS:
+        fake_binary(tmp_path / "bin" / name, "sigill")
+    (tmp_path / "bin" / "llama-bench").write_text("#!/bin/sh\necho '[{\"avg_ts\": 50.0}]'\n")
+    result = smoke_llama_cpp(tmp_path, timeout=20)
+    assert not result.ok and result.signal == "SIGILL", result
+    assert "exited during start" in result.error and "llama-server" in result.error
+    assert signal_in("llama-server exited during start (exit code -4).") == "SIGILL"
+    assert signal_in("exited (exit code 1)") is None
 
 
 def test_a_lab_build_counts_only_with_a_stamp_from_this_cpu(tmp_path, monkeypatch):
@@ -253,7 +266,7 @@ def test_no_cmake_no_go_and_a_full_disk_are_each_one_clear_message(tmp_path, mon
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     real_which = shutil.which
     monkeypatch.setattr(install.shutil, "which", lambda name: None if name in ("cmake", "go") else real_which(name))
-    for build, tool in ((install.build_llama_cpp, "cmake"), (install.build_ollama, "go")):
+    for build, tool in ((smoke.build_llama_cpp, "cmake"), (smoke.build_ollama, "go")):
         with pytest.raises(BinaryError) as err:  # what a learner meets: `labkit setup` → build_*()
             build(quiet=True)
         assert f"`{tool}` is not installed" in str(err.value) and "Fix: Install" in str(err.value)

