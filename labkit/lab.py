@@ -20,12 +20,13 @@ from pathlib import Path
 
 from .errors import LabkitError
 from .home import repo_root, subdir
+from .labclient import ENV, server_record
 from .language import edition, jupyter_settings, lesson_00
 from .procs import ManagedProcess, _die_with_parent
 from .room import room_server
+from .setup import FIRST, setup
 from .servers import Server, kind_of, start, start_llama_server
 
-ENV = "LABKIT_LAB"
 
 
 def lab_file() -> Path:
@@ -63,11 +64,6 @@ def socket_path() -> Path:
     return path if len(str(path)) < 100 else Path(tempfile.gettempdir()) / f"labkit-lab-{os.getpid()}.sock"
 
 
-def describe(server: Server) -> dict:
-    return {"kind": server.kind, "host": server.host, "port": server.port, "model": server.model,
-            "api_key": server.api_key, "log_path": str(server.log_path) if server.log_path else None}
-
-
 class Owner:
     """The lab's side: a socket that kernels ask for servers, and the servers it started for them."""
 
@@ -92,7 +88,7 @@ class Owner:
         with conn:
             try:
                 request = json.loads(conn.makefile("r").readline())
-                answer = {"ok": True, "server": describe(self.server_for(request["kind"]))}
+                answer = {"ok": True, "server": server_record(self.server_for(request["kind"]))}
             except Exception as exc:  # noqa: BLE001 - the kernel gets the error, the lab goes on
                 answer = {"ok": False, "error": str(exc), "type": type(exc).__name__}
             try:
@@ -116,32 +112,6 @@ class Owner:
             server.stop()
         self.sock.close()
         self.path.unlink(missing_ok=True)
-
-
-def ask(kind: str, *, timeout: float | None = None) -> Server:
-    """A kernel's side: the lab's server of `kind` (the lab starts it if needed). The wait covers the longest the
-    lab itself may take: waiting for the background build, building (bounded at an hour) and starting."""
-    timeout = timeout or (float(os.environ.get("LABKIT_BUILD_WAIT", 1800)) + 3600 +
-                          float(os.environ.get("LABKIT_START_TIMEOUT", 120)) + 60)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(os.environ[ENV])
-            sock.sendall((json.dumps({"kind": kind}) + "\n").encode())
-            answer = json.loads(sock.makefile("r").readline() or "{}")
-        except (OSError, ValueError) as exc:
-            raise LabkitError(f"The lab (socket {os.environ.get(ENV)}) did not answer: {exc}.",
-                              fix="Is `make lab` still running? Restart the kernel after restarting the lab.") from exc
-    if not answer.get("ok"):
-        raise LabkitError(f"The lab could not start {kind}: {answer.get('error', 'no answer')}")
-    info = answer["server"]
-    return Server(info["kind"], info["host"], info["port"], info["model"], api_key=info["api_key"],
-                  log_path=Path(info["log_path"]) if info["log_path"] else None)
-
-
-def in_lab() -> bool:
-    path = os.environ.get(ENV)
-    return bool(path) and Path(path).exists()
 
 
 def jupyter_url(pid: int, lesson: str, timeout: float = 60) -> str | None:
@@ -194,7 +164,6 @@ def run(jupyter_args: list[str]) -> int:
     """`make lab`: what lessons 00–01 need, llama-server, then JupyterLab on lesson 00 while the rest installs
     behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup.
     With LABKIT_SERVER (a workshop room), JupyterLab alone: the lessons' servers are the room's."""
-    from .setup import FIRST, setup
     lock = lab_lock()
     if lock is None:
         other = running_lab() or {"pid": "?"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from . import lab
+from . import labclient
 from .errors import ServerMismatchError
 from .room import room_server
 from .servers import Server, kind_of, port_of, start
@@ -28,8 +28,8 @@ def up(kind: str = "llamacpp", *, export: bool = True, quiet: bool = False, **op
             server.stop()  # died or was killed: clean up, then start again
         if not options and os.environ.get("LABKIT_SERVER"):
             server = room_server(kind, os.environ["LABKIT_SERVER"], os.environ.get("LABKIT_KEY", ""))
-        elif not options and lab.in_lab():
-            server = lab.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
+        elif not options and labclient.in_lab():
+            server = labclient.ask(kind)  # the lab owns it: it outlives this kernel, and stops with the lab
         else:
             server = _start_or_restart(kind, options)
         _servers[key] = server

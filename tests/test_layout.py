@@ -62,3 +62,56 @@ def test_the_tracks_add_up_the_lessons_times(readme):
         assert int(total) == sum(minutes[n] for n in numbers), \
             f"{readme}: the track {lessons} takes {sum(minutes[n] for n in numbers)} min by the lessons' own times"
     assert expand(rows[-1][0]) == sorted(minutes), f"{readme}: the last track is every lesson"
+
+
+def labkit_imports() -> dict[str, set[str]]:
+    """Which labkit modules each labkit module imports, counting imports inside functions (no __main__: an entry
+    point that nothing imports)."""
+    import ast
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (ROOT / "labkit").rglob("*.py") if p.name != "__main__.py"}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                found = [f"{target}.{a.name}" if f"{target}.{a.name}" in mods else target for a in node.names]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            else:
+                continue
+            for t in found:
+                while t not in mods and "." in t:
+                    t = t.rsplit(".", 1)[0]
+                if t in mods and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def test_labkit_imports_point_down_no_cycles_even_inside_functions():
+    graph = labkit_imports()
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycle.extend(path[path.index(t):] + [m, t] if t in path else [m, t])
+                return True
+            if t not in state and visit(t, path + [m]):
+                return True
+        state[m] = 2
+        return False
+    assert not any(visit(m, []) for m in sorted(graph) if m not in state), f"import cycle: {' -> '.join(cycle)}"
+    assert "labkit.lab" not in graph["labkit.session"], "the session layer asks the lab through labkit.labclient"
+
+
+def test_ruff_finds_nothing():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "labkit", "tests", "tools", "conftest.py"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]

@@ -30,7 +30,7 @@ with a note that carries the measurement explaining it when it falls short.
 """
 from __future__ import annotations
 
-from .cli import add_cli, main
+from .cli import add_cli
 from .limits import (llama_bench_binary, read_bandwidth, requantized, run_batched_bench, run_llama_bench,
                      sse_cpu_ratio)
 from .metrics import (Ratio, Report, Summary, compute_ratios, data_payloads, engine_from_log, format_ratios,
@@ -41,7 +41,7 @@ from .runner import (BENCH_PORT, PROMPT, Settings, Target, client_for, default_t
 
 __all__ = ["BENCH_PORT", "PROMPT", "Ratio", "Report", "Settings", "Summary", "Target", "add_cli", "client_for",
            "compute_ratios", "data_payloads", "default_threads", "engine_from_log", "fold_measurements", "format_ratios",
-           "format_summaries", "interleave", "itls", "llama_bench_binary", "main", "ollama_engine", "ollama_target",
+           "format_summaries", "interleave", "itls", "llama_bench_binary", "ollama_engine", "ollama_target",
            "parse_batched_bench", "parse_llama_bench", "percentile", "read_bandwidth", "record_stream_bytes",
            "regime", "requantized", "run", "run_batched_bench", "run_level", "run_llama_bench", "server_decode_tps",
            "sse_cpu_ratio", "stream_once", "summarize", "tpot"]

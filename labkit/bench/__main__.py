@@ -1,3 +1,7 @@
-from .cli import main
+"""`python -m labkit.bench ARGS` is `labkit bench ARGS`: the same parser and error handling (an entry point, imported
+by nothing, so it may reach up to labkit's command line)."""
+import sys
 
-raise SystemExit(main())
+from labkit.cli import main
+
+raise SystemExit(main(["bench", *sys.argv[1:]]))

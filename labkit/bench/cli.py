@@ -40,11 +40,3 @@ def cmd_bench(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False) + "\n")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m labkit.bench ARGS` is `labkit bench ARGS` (same parser, same error handling)."""
-    import sys
-
-    from ..cli import main as labkit_main
-    return labkit_main(["bench", *(sys.argv[1:] if argv is None else argv)])

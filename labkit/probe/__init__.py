@@ -19,7 +19,7 @@ from .checks import (BY_NAME, CHECKS, SCHEMA, TOOL, Check, CheckSpec, Reply, for
                      judge_json_schema, judge_logprobs, judge_max_completion_tokens, judge_messages, judge_models,
                      judge_n2, judge_reasoning, judge_responses, judge_same, judge_stop, judge_stream,
                      judge_tool_choice, judge_tools_accepted, sse_chunks)
-from .cli import add_cli, main
+from .cli import add_cli
 from .runner import default_model, probe, send
 
 __all__ = ["BY_NAME", "CHECKS", "Check", "CheckSpec", "Reply", "SCHEMA", "TOOL", "add_cli", "default_model",
@@ -27,4 +27,4 @@ __all__ = ["BY_NAME", "CHECKS", "Check", "CheckSpec", "Reply", "SCHEMA", "TOOL",
            "judge_include_usage", "judge_json_object", "judge_json_schema", "judge_logprobs",
            "judge_max_completion_tokens", "judge_messages", "judge_models", "judge_n2", "judge_reasoning",
            "judge_responses", "judge_same", "judge_stop", "judge_stream", "judge_tool_choice",
-           "judge_tools_accepted", "main", "probe", "send", "sse_chunks"]
+           "judge_tools_accepted", "probe", "send", "sse_chunks"]

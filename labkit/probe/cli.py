@@ -31,11 +31,3 @@ def cmd_probe(args) -> int:
         results[f"{url.split('//')[-1]}"] = probe(url, model, api_key=args.api_key, only=args.only)
     print(format_table(results, details=not args.brief))
     return 0 if all(c.ok is not False for checks in results.values() for c in checks) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m labkit.probe ARGS` is `labkit probe ARGS` (same parser, same error handling)."""
-    import sys
-
-    from ..cli import main as labkit_main
-    return labkit_main(["probe", *(sys.argv[1:] if argv is None else argv)])
