@@ -13,6 +13,7 @@ import html
 import json
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -81,7 +82,7 @@ class Reply(Assembled):
     def stats(self) -> str:
         """The one-line label under a reply."""
         if self.error:
-            return "error: see message above"
+            return "error: see the message below"
         parts = []
         if self.usage:
             parts.append(f"{self.usage.get('prompt_tokens', '?')} prompt + "
@@ -180,7 +181,7 @@ class Pane:
         self.reasoning_box.set_title(0, "reasoning")
         self.reasoning_box.layout.display = "none"  # shown only when a model actually reasons
         self.output = W.HTML("").add_class("labkit-output")
-        self.stats = W.Label("").add_class("labkit-stats")
+        self.stats = W.HTML("").add_class("labkit-stats")  # HTML wraps: a narrow pane shows the whole line
         self.error = W.HTML("").add_class("labkit-error")
         self.box = W.VBox([self.title, self.reasoning_box, self.output, self.stats, self.error],
                           layout=W.Layout(border="1px solid #ddd", padding="4px", min_width="0"))
@@ -193,7 +194,7 @@ class Pane:
         self.reasoning.value = _pre(thought, "color: #666")
         self.reasoning_box.layout.display = "" if thought else "none"
         self.output.value = prefix_html + _pre(answer)
-        self.stats.value = reply.stats()
+        self.stats.value = html.escape(reply.stats())
         self.error.value = (f'<span style="color: #b00">✖ {html.escape(reply.error)}</span>'
                             if reply.error else "")
 
@@ -260,8 +261,11 @@ class Chat(_Base):
     def __init__(self, servers, *, system: str = "You are a helpful assistant.", params: Params | None = None) -> None:
         super().__init__(servers, params)
         self.system = W.Textarea(value=system, description="system", layout=W.Layout(width="100%"))
-        self.prompt = W.Text(placeholder="Type a message, then press Send", layout=W.Layout(width="70%"))
+        self.prompt = W.Text(placeholder="Type a message, then press Enter or Send", layout=W.Layout(width="70%"))
         self.prompt.add_class("labkit-prompt")
+        with warnings.catch_warnings():  # ipywidgets 8 calls on_submit deprecated; it is still the only Enter hook
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.prompt.on_submit(lambda _: self._start(self._prompt_value()))
         self.clear_button = W.Button(description="Clear", icon="trash").add_class("labkit-clear")
         self.clear_button.on_click(lambda _: self.clear())
         self.pane = Pane(server_label(self.current_server))

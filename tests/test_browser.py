@@ -158,7 +158,7 @@ def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
                 .observe(label, {subtree: true, childList: true, characterData: true});
             }""")
             chat.locator(".labkit-prompt input").fill("What is the capital of France?")
-            chat.locator("button.labkit-send").click()
+            chat.locator(".labkit-prompt input").press("Enter")  # as people send in a chat box
             page.wait_for_function(
                 """([el, before]) => {
                      const s = el.querySelector('.labkit-stats').innerText;
