@@ -27,12 +27,26 @@ from lab_helpers import named, start_lab, stop_lab, wait_for_lesson_00
 def test_labkit_lab_serves_lesson_00_and_stops_on_ctrl_c(tmp_path):
     """Also when started with SIGINT ignored (`make lab &` in a script, nohup): Ctrl-C must still stop it."""
     server = labkit.up("llamacpp", export=False, quiet=True)  # the lab reuses it, as it would a running one
-    lab, port, log = start_lab(tmp_path, sigint_ignored=True)
+    env = {**os.environ, "LANG": "zh_CN.UTF-8", "LC_ALL": "", "LABKIT_LANG": ""}  # a learner with a Chinese locale
+    lab, port, log = start_lab(tmp_path, env, sigint_ignored=True)
     try:
         page = wait_for_lesson_00(lab, port, log)
         assert page.status_code == 200 and "JupyterLab" in page.text
-        contents = httpx.get(f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?token=labtest", timeout=30)
-        assert contents.status_code == 200, "JupyterLab serves the course's notebooks folder"
+        api = f"http://127.0.0.1:{port}/api/contents/zh-CN/00_welcome.ipynb?token=labtest"
+        assert httpx.get(api, timeout=30).status_code == 200, "JupyterLab serves the course's notebooks folder"
+        deadline = time.monotonic() + 30
+        while "lesson 00:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "/lab/tree/zh-CN/00_welcome.ipynb?token=" in log.read_text(), "the Chinese lesson 00 opens"
+        lab_api = f"http://127.0.0.1:{port}/lab/api"
+        setting = httpx.get(f"{lab_api}/settings/@jupyterlab/translation-extension:plugin?token=labtest",
+                            timeout=30).json()
+        assert setting["schema"]["properties"]["locale"]["default"] == "zh_CN", "JupyterLab's interface in Chinese"
+        packs = httpx.get(f"{lab_api}/translations/?token=labtest", timeout=30).json()["data"]
+        assert "zh_CN" in packs, f"the Chinese language pack is installed: {sorted(packs)}"
+        news = httpx.get(f"{lab_api}/settings/@jupyterlab/apputils-extension:notification?token=labtest",
+                         timeout=30).json()
+        assert news["schema"]["properties"]["fetchNews"]["default"] == "false", "no popup asking about news"
         assert httpx.get(server.base_url + "/health", timeout=10).json() == {"status": "ok"}
     finally:
         stop_lab(lab)  # what Ctrl-C sends
