@@ -131,3 +131,29 @@ def test_the_glossary_has_every_term_and_each_is_linked_before_it_is_used():
                     problems.append(f"{path.name} cell {i}: '{term}' used before glossary.md#{term} is linked")
                     linked.add(term)  # report each term once, where it first appears
     assert not problems, "\n".join(problems)
+
+
+# What must never run under JupyterLab's Run All (which ignores nbmake's skip-execution tag): a model download, a
+# package install, a system change. Such commands are shown in markdown code blocks instead.
+HEAVY = re.compile(
+    r"""pip3?["',\s]+install|["'\s]install["',\s]+(-U|--upgrade)|ollama["',\s]+pull|ollama\s+pull"""
+    r"""|huggingface-cli|\bhf["',\s]+download|snapshot_download|hf_hub_download|modelscope["',\s]+download"""
+    r"""|\bwget\b|apt-get["',\s]+install|npm["',\s]+(install|i)\b|\bgo["',\s]+install\b|git["',\s]+clone""")
+
+
+@pytest.mark.parametrize("path", LESSONS + sorted((NOTEBOOKS / "zh-CN").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_code_cell_downloads_a_model_or_installs_a_package(path):
+    found = [f"cell {i}: {m.group(0)!r}" for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+             for m in [HEAVY.search(text(c))] if m]
+    assert not found, (f"{path.name}: Run All would run these (skip-execution does not stop JupyterLab); show "
+                       f"them as a markdown code block: {found}")
+
+
+def test_the_heavy_command_pattern_catches_what_it_should():
+    for line in ('subprocess.run(["ollama", "pull", "deepseek-r1:8b"])', "!pip install -U huggingface_hub",
+                 '!huggingface-cli download x', 'subprocess.run([sys.executable, "-m", "pip", "install", "x"])',
+                 "!wget https://x/y.gguf", '!go install github.com/x@latest', "snapshot_download(repo_id='x')"):
+        assert HEAVY.search(line), line
+    for line in ('labkit.up("ollama")', 'print("install nothing")', 'client.models.list()'):
+        assert not HEAVY.search(line), line
