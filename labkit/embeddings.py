@@ -28,10 +28,11 @@ from typing import Sequence
 
 import httpx
 
-from .errors import ModelError, ServerStartError
+from .errors import ModelError
 from .home import subdir
 from .models import GGUF_MAGIC, ModelSpec, fetch_embedded, sha256_of
 from .servers import Server
+from .servers.ollama import create_from_files, has_model, upload_blob
 from .session import up
 
 SOURCE = ModelSpec(
@@ -81,25 +82,10 @@ def gguf_ready() -> dict | None:
 
 
 def upload_folder(server: Server, folder: Path) -> dict[str, str]:
-    """Every file of `folder` as an Ollama blob (skipped when the server has it); {relative path: digest}."""
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest = "sha256:" + sha256_of(path)
-        url = f"{server.base_url}/api/blobs/{digest}"
-        if httpx.head(url, timeout=30).status_code != 200:
-            with path.open("rb") as f:
-                httpx.post(url, content=f, timeout=300).raise_for_status()
-        files[path.relative_to(folder).as_posix()] = digest
-    return files
-
-
-def create_from_files(server: Server, name: str, files: dict[str, str], *, timeout: float = 600) -> None:
-    """Ollama's `/api/create` from uploaded blobs (safetensors are converted to GGUF on the server)."""
-    r = httpx.post(f"{server.base_url}/api/create", json={"model": name, "files": files, "stream": False},
-                   timeout=timeout)
-    if r.status_code != 200:
-        raise ServerStartError(f"Ollama could not create '{name}' (HTTP {r.status_code}): {r.text[:400]}",
-                               fix="Read the Ollama log below.", log_tail=server.log_tail())
+    """Every file of `folder` as an Ollama blob, by its path relative to the folder (the trap: `ollama create`
+    sends base names, the importer needs `1_Pooling/config.json`); {relative path: digest}."""
+    return {path.relative_to(folder).as_posix(): upload_blob(server, path)
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))}
 
 
 def blob_of(server: Server, name: str) -> Path:
@@ -143,16 +129,10 @@ def ensure_gguf(server: Server | None = None) -> Path:
 
 def ensure_in_ollama(server: Server) -> None:
     """Register the GGUF with this Ollama under NAME, unless it has it (an Ollama with another model store)."""
-    names = {m["name"] for m in httpx.get(f"{server.base_url}/api/tags", timeout=30).json().get("models", [])}
-    if NAME in names or f"{NAME}:latest" in names:
+    if has_model(server, NAME):
         return
     gguf = ensure_gguf(server)
-    digest = "sha256:" + gguf_ready()["sha256"]
-    url = f"{server.base_url}/api/blobs/{digest}"
-    if httpx.head(url, timeout=30).status_code != 200:
-        with gguf.open("rb") as f:
-            httpx.post(url, content=f, timeout=300).raise_for_status()
-    create_from_files(server, NAME, {gguf.name: digest})
+    create_from_files(server, NAME, {gguf.name: upload_blob(server, gguf, "sha256:" + gguf_ready()["sha256"])})
 
 
 def embedding_server(kind: str = "llamacpp", **options) -> Server:

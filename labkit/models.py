@@ -174,6 +174,11 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def same_model(name: str, listed: str) -> bool:
+    """Whether a server's model list entry `listed` is `name`: Ollama lists an untagged name as `name:latest`."""
+    return listed in (name, f"{name}:latest")
+
+
 def model_name() -> str:
     """The stable `model` name servers answer to (llama-server's `--alias`, LABKIT_MODEL_ALIAS to choose it): the embedded model's name, or the user GGUF's stem."""
     override = os.environ.get("LABKIT_MODEL_ALIAS")

@@ -26,6 +26,7 @@ import httpx
 
 from .errors import LabkitError
 from .net import url_for
+from .servers.base import PLACEHOLDER_KEY
 
 DONE = "[DONE]"
 _EOL = re.compile(r"\r\n|\r|\n")
@@ -431,7 +432,7 @@ def stalled(url: str, chunks: int, timeout: float) -> SSEError:
                         "long prompt looks like this. Raise `timeout` for slow models.")
 
 
-def stream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeholder",
+def stream_chat(base_url: str, payload: dict, *, api_key: str = PLACEHOLDER_KEY,
                 timeout: float = 60.0, connect_timeout: float | None = None,
                 path: str = "/v1/chat/completions") -> Iterator[dict]:
     """POST a streamed chat request and yield its JSON chunks (strictly: see the module docstring). `base_url`
@@ -451,7 +452,7 @@ def stream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeh
         raise stalled(url, chunks, timeout) from None
 
 
-async def astream_chat(base_url: str, payload: dict, *, api_key: str = "sk-local-placeholder",
+async def astream_chat(base_url: str, payload: dict, *, api_key: str = PLACEHOLDER_KEY,
                        timeout: float = 60.0, path: str = "/v1/chat/completions") -> AsyncIterator[dict]:
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"}
     url = url_for(base_url, path)

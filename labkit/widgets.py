@@ -126,9 +126,9 @@ def down_message(server: Server, exc: Exception) -> str:
             f"(or `labkit up {server.kind}` in a terminal), then send again.")
 
 
-def stream_chat(server: Server, messages: list[dict], params: Params, *,
-                on_update: Callable[[Reply], None] | None = None, cancel: threading.Event | None = None,
-                timeout: float = 120.0) -> Reply:
+def stream_reply(server: Server, messages: list[dict], params: Params, *,
+                 on_update: Callable[[Reply], None] | None = None, cancel: threading.Event | None = None,
+                 timeout: float = 120.0) -> Reply:
     """Stream a chat completion through `labkit.sse` and fold it into a Reply, calling `on_update` per chunk that
     carried text; a server that is down, an HTTP error or a broken stream ends up in reply.error, never raised."""
     body = {"model": server.model, "messages": messages, "stream_options": {"include_usage": True}, **params.body()}
@@ -303,7 +303,7 @@ class Chat(_Base):
         self.prompt.value = ""
         before = self._transcript() + f"<div><b>you:</b></div>{_pre(prompt)}<div><b>model:</b></div>"
         try:
-            reply = stream_chat(self.current_server, self.messages(prompt), self.params,
+            reply = stream_reply(self.current_server, self.messages(prompt), self.params,
                                 on_update=lambda r: self.pane.show(r, before), cancel=self._cancel)
             if not reply.error:  # a failed turn stays out of the history, so a resend is clean
                 self.history += [{"role": "user", "content": prompt},
@@ -398,7 +398,7 @@ class Playground(_Base):
         replies: dict[str, Reply] = {}
 
         def one(name: str) -> None:
-            replies[name] = stream_chat(self.servers[name], [{"role": "user", "content": prompt}], params,
+            replies[name] = stream_reply(self.servers[name], [{"role": "user", "content": prompt}], params,
                                         on_update=self.panes[name].show, cancel=self._cancel)
         try:
             threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]

@@ -11,9 +11,9 @@ from labkit.home import data_dir
 from labkit.tables import MARK
 
 
-def load(name: str) -> tuple[str, dict[str, list[probe.Reply]]]:
+def load(name: str) -> tuple[str, dict[str, list[probe.HttpReply]]]:
     raw = json.loads((data_dir() / "bench" / name).read_text())
-    return raw["model"], {k: [probe.Reply(**r) for r in v] for k, v in raw["replies"].items()}
+    return raw["model"], {k: [probe.HttpReply(**r) for r in v] for k, v in raw["replies"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +56,15 @@ def test_ollama_recorded_replies(ollama):
 
 
 def test_messages_judge_on_edge_cases():
-    assert probe.judge_messages(probe.Reply(400, {"type": "error", "error": {"message": "max_tokens is required"}}))[0] is False
+    assert probe.judge_messages(probe.HttpReply(400, {"type": "error", "error": {"message": "max_tokens is required"}}))[0] is False
     no_text = {"type": "message", "content": [], "stop_reason": "end_turn", "usage": {"output_tokens": 0}}
-    assert probe.judge_messages(probe.Reply(200, no_text))[0] is False
+    assert probe.judge_messages(probe.HttpReply(200, no_text))[0] is False
 
 
 def test_error_and_auth_judges_on_edge_cases():
-    assert probe.judge_error_shape(probe.Reply(500, None, "boom")) == (False, "HTTP 500, error=NoneType: boom")
-    assert probe.judge_auth(probe.Reply(401, {"error": {"message": "Invalid API Key"}}))[0] is True
-    assert probe.judge_chat(probe.Reply(503, {"error": {"message": "Loading model"}})) == (
+    assert probe.judge_error_shape(probe.HttpReply(500, None, "boom")) == (False, "HTTP 500, error=NoneType: boom")
+    assert probe.judge_auth(probe.HttpReply(401, {"error": {"message": "Invalid API Key"}}))[0] is True
+    assert probe.judge_chat(probe.HttpReply(503, {"error": {"message": "Loading model"}})) == (
         False, "HTTP 503: Loading model")
 
 
@@ -111,5 +111,5 @@ def test_stream_judge_counts_answer_chunks_only():
     body = "".join(f"data: {json.dumps(c)}\n\n" for c in (
         {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]},
         {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
-    ok, detail = probe.judge_stream(probe.Reply(200, None, body + "data: [DONE]\n\n"))
+    ok, detail = probe.judge_stream(probe.HttpReply(200, None, body + "data: [DONE]\n\n"))
     assert ok is False and "0 with content" in detail

@@ -119,7 +119,7 @@ def test_stop_button_ends_a_click_started_stream(llama):
 def test_http_error_becomes_reply_error(llama):
     """labkit.sse raises on it; the widget shows the server's words instead of raising out of a click."""
     too_long = [{"role": "user", "content": "hello " * 9000}]  # more tokens than any lab context: a 400
-    reply = widgets.stream_chat(llama, too_long, widgets.Params(max_tokens=4))
+    reply = widgets.stream_reply(llama, too_long, widgets.Params(max_tokens=4))
     assert reply.error and "HTTP 400" in reply.error and "context size" in reply.error, reply.error
     assert reply.t_end is not None and reply.text == ""
     assert reply.stats().startswith("error")

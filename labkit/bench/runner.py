@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..servers.base import PLACEHOLDER_KEY
 from ..sse import Assembled
 from .limits import read_bandwidth, run_batched_bench, run_llama_bench, sse_cpu_ratio
 from .metrics import Report, Summary, compute_ratios, engine_from_log, fold_measurements, summarize
@@ -23,7 +24,7 @@ class Target:
     name: str
     base_url: str  # the server root (…:8080), not /v1
     model: str
-    api_key: str = "sk-local-placeholder"
+    api_key: str = PLACEHOLDER_KEY
     extra_body: dict = field(default_factory=dict)
 
     @classmethod

@@ -14,7 +14,7 @@ recorded from the real servers (data/bench/probe_*.json). A judge answers True (
 """
 from __future__ import annotations
 
-from .checks import (BY_NAME, CHECKS, SCHEMA, TOOL, Check, CheckSpec, Reply, format_table, judge, judge_auth,
+from .checks import (BY_NAME, CHECKS, SCHEMA, TOOL, Check, CheckSpec, HttpReply, format_table, judge, judge_auth,
                      judge_chat, judge_embeddings, judge_error_shape, judge_include_usage, judge_json_object,
                      judge_json_schema, judge_logprobs, judge_max_completion_tokens, judge_messages, judge_models,
                      judge_n2, judge_reasoning, judge_responses, judge_same, judge_stop, judge_stream,
@@ -22,7 +22,7 @@ from .checks import (BY_NAME, CHECKS, SCHEMA, TOOL, Check, CheckSpec, Reply, for
 from .cli import add_cli
 from .runner import default_model, probe, send
 
-__all__ = ["BY_NAME", "CHECKS", "Check", "CheckSpec", "Reply", "SCHEMA", "TOOL", "add_cli", "default_model",
+__all__ = ["BY_NAME", "CHECKS", "Check", "CheckSpec", "HttpReply", "SCHEMA", "TOOL", "add_cli", "default_model",
            "format_table", "judge", "judge_auth", "judge_chat", "judge_embeddings", "judge_error_shape",
            "judge_include_usage", "judge_json_object", "judge_json_schema", "judge_logprobs",
            "judge_max_completion_tokens", "judge_messages", "judge_models", "judge_n2", "judge_reasoning",

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from ..models import same_model
 from ..sse import REASONING_FIELDS, Assembled, iter_chunks, iter_events
 from ..tables import MARK, render, table
 
@@ -20,7 +21,7 @@ TOOL = {"type": "function", "function": {
 
 
 @dataclass
-class Reply:
+class HttpReply:
     """What came back for one check, as recorded: status, JSON body (or raw SSE text for streams)."""
 
     status: int
@@ -38,15 +39,15 @@ class Check:
 
 # ---------------------------------------------------------------- small helpers for judges
 
-def _choice(reply: Reply) -> dict:
+def _choice(reply: HttpReply) -> dict:
     return ((reply.body or {}).get("choices") or [{}])[0] if isinstance(reply.body, dict) else {}
 
 
-def _content(reply: Reply) -> str:
+def _content(reply: HttpReply) -> str:
     return (_choice(reply).get("message") or {}).get("content") or ""
 
 
-def _status_fail(reply: Reply) -> tuple[bool, str] | None:
+def _status_fail(reply: HttpReply) -> tuple[bool, str] | None:
     if reply.status != 200:
         err = reply.body.get("error") if isinstance(reply.body, dict) else None
         msg = (err.get("message") if isinstance(err, dict) else err) or reply.text[:120]
@@ -60,17 +61,17 @@ def sse_chunks(text: str) -> tuple[list[dict], bool]:
     return chunks, "data: [DONE]" in text
 
 
-# ---------------------------------------------------------------- judges: Reply(s) → (ok, detail)
+# ---------------------------------------------------------------- judges: HttpReply(s) → (ok, detail)
 
-def judge_models(r: Reply, model: str) -> tuple[bool, str]:
+def judge_models(r: HttpReply, model: str) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     ids = [m.get("id") for m in (r.body or {}).get("data", [])]
-    ok = r.body.get("object") == "list" and any(i == model or i == f"{model}:latest" for i in ids)
+    ok = r.body.get("object") == "list" and any(same_model(model, i) for i in ids)
     return ok, f"ids {ids[:3]}"
 
 
-def judge_chat(r: Reply) -> tuple[bool, str]:
+def judge_chat(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     usage = r.body.get("usage") or {}
@@ -80,7 +81,7 @@ def judge_chat(r: Reply) -> tuple[bool, str]:
                f"{usage.get('completion_tokens')}"
 
 
-def judge_stream(r: Reply) -> tuple[bool, str]:
+def judge_stream(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     chunks, done = sse_chunks(r.text)
@@ -90,7 +91,7 @@ def judge_stream(r: Reply) -> tuple[bool, str]:
     return ok, f"{len(chunks)} chunks, {deltas} with content, [DONE] {'yes' if done else 'missing'}"
 
 
-def judge_include_usage(r: Reply) -> tuple[bool, str]:
+def judge_include_usage(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     chunks, _ = sse_chunks(r.text)
@@ -100,14 +101,14 @@ def judge_include_usage(r: Reply) -> tuple[bool, str]:
     return ok, f"last chunk: choices={last.get('choices')!r}, usage={'yes' if last.get('usage') else 'no'}{extra}"
 
 
-def judge_stop(r: Reply) -> tuple[bool, str]:
+def judge_stop(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     text, fr = _content(r), _choice(r).get("finish_reason")
     return ("\n" not in text and fr == "stop"), f"finish_reason={fr}, text={text[:30]!r}"
 
 
-def judge_same(a: Reply, b: Reply) -> tuple[bool, str]:
+def judge_same(a: HttpReply, b: HttpReply) -> tuple[bool, str]:
     """Seed determinism: the same seed at temperature > 0 must give the same text."""
     if (bad := _status_fail(a) or _status_fail(b)):
         return bad
@@ -115,14 +116,14 @@ def judge_same(a: Reply, b: Reply) -> tuple[bool, str]:
     return same, "identical" if same else f"{_content(a)[:25]!r} ≠ {_content(b)[:25]!r}"
 
 
-def judge_n2(r: Reply) -> tuple[bool, str]:
+def judge_n2(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     n = len(r.body.get("choices") or [])
     return n == 2, f"{n} choice(s) for n=2"
 
 
-def judge_logprobs(r: Reply) -> tuple[bool, str]:
+def judge_logprobs(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     content = (_choice(r).get("logprobs") or {}).get("content") or []
@@ -131,7 +132,7 @@ def judge_logprobs(r: Reply) -> tuple[bool, str]:
     return ok, f"{len(content)} tokens, first={first.get('token')!r} {first.get('logprob')}"
 
 
-def judge_max_completion_tokens(r: Reply) -> tuple[bool, str]:
+def judge_max_completion_tokens(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     used = (r.body.get("usage") or {}).get("completion_tokens")
@@ -139,7 +140,7 @@ def judge_max_completion_tokens(r: Reply) -> tuple[bool, str]:
     return (used is not None and used <= 5 and fr == "length"), f"completion_tokens={used}, finish_reason={fr}"
 
 
-def _json_content(r: Reply) -> tuple[object, tuple[bool, str] | None]:
+def _json_content(r: HttpReply) -> tuple[object, tuple[bool, str] | None]:
     """The reply's text parsed as JSON, or the verdict that ends the judging (an HTTP error, or not JSON)."""
     if (bad := _status_fail(r)):
         return None, bad
@@ -149,14 +150,14 @@ def _json_content(r: Reply) -> tuple[object, tuple[bool, str] | None]:
         return None, (False, f"not JSON: {_content(r)[:40]!r}")
 
 
-def judge_json_object(r: Reply) -> tuple[bool, str]:
+def judge_json_object(r: HttpReply) -> tuple[bool, str]:
     obj, verdict = _json_content(r)
     if verdict:
         return verdict
     return isinstance(obj, dict), f"parsed {type(obj).__name__} with keys {list(obj)[:3] if isinstance(obj, dict) else ''}"
 
 
-def judge_json_schema(r: Reply) -> tuple[bool, str]:
+def judge_json_schema(r: HttpReply) -> tuple[bool, str]:
     obj, verdict = _json_content(r)
     if verdict:
         return verdict
@@ -164,14 +165,14 @@ def judge_json_schema(r: Reply) -> tuple[bool, str]:
     return ok, f"{obj}"[:60]
 
 
-def judge_tools_accepted(r: Reply) -> tuple[bool, str]:
+def judge_tools_accepted(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     calls = (_choice(r).get("message") or {}).get("tool_calls") or []
     return True, f"accepted; finish_reason={_choice(r).get('finish_reason')}, {len(calls)} tool call(s)"
 
 
-def judge_tool_choice(r: Reply) -> tuple[bool, str]:
+def judge_tool_choice(r: HttpReply) -> tuple[bool, str]:
     """A forced tool_choice must come back as a tool call to that function with JSON arguments."""
     if (bad := _status_fail(r)):
         return bad
@@ -186,7 +187,7 @@ def judge_tool_choice(r: Reply) -> tuple[bool, str]:
     return fn.get("name") == "get_weather" and isinstance(args, dict), f"{fn.get('name')}({args})"[:60]
 
 
-def judge_reasoning(r: Reply) -> tuple[bool | None, str]:
+def judge_reasoning(r: HttpReply) -> tuple[bool | None, str]:
     """Which field carries reasoning (`labkit.sse.REASONING_FIELDS`): `reasoning_content` (llama.cpp, DeepSeek),
     `reasoning` (Ollama), none."""
     if (bad := _status_fail(r)):
@@ -196,7 +197,7 @@ def judge_reasoning(r: Reply) -> tuple[bool | None, str]:
     return None, f"reasoning_effort accepted; field: {', '.join(fields) or 'none (model does not think)'}"
 
 
-def judge_responses(r: Reply) -> tuple[bool, str]:
+def judge_responses(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     texts = [c.get("text", "") for item in r.body.get("output") or [] if item.get("type") == "message"
@@ -205,14 +206,14 @@ def judge_responses(r: Reply) -> tuple[bool, str]:
     return ok, f"status={r.body.get('status')}, output_text={''.join(texts)[:25]!r}"
 
 
-def judge_embeddings(r: Reply) -> tuple[bool, str]:
+def judge_embeddings(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     vec = ((r.body.get("data") or [{}])[0]).get("embedding") or []
     return (len(vec) > 0 and all(isinstance(x, (int, float)) for x in vec[:8])), f"dimension {len(vec)}"
 
 
-def judge_messages(r: Reply) -> tuple[bool, str]:
+def judge_messages(r: HttpReply) -> tuple[bool, str]:
     """Anthropic's Messages API (`/v1/messages`): a `message` with text content blocks, a stop_reason, usage."""
     if (bad := _status_fail(r)):
         return bad
@@ -224,7 +225,7 @@ def judge_messages(r: Reply) -> tuple[bool, str]:
     return ok, f"stop_reason={b.get('stop_reason')}, text={text[:25]!r}"
 
 
-def judge_error_shape(r: Reply) -> tuple[bool, str]:
+def judge_error_shape(r: HttpReply) -> tuple[bool, str]:
     """A bad request must be a 4xx with OpenAI's {"error": {"message": ...}} body (clients read that)."""
     err = r.body.get("error") if isinstance(r.body, dict) else None
     ok = 400 <= r.status < 500 and isinstance(err, dict) and isinstance(err.get("message"), str)
@@ -232,7 +233,7 @@ def judge_error_shape(r: Reply) -> tuple[bool, str]:
                f"{(err or {}).get('message', r.text) if isinstance(err, dict) else r.text[:40]}"[:90]
 
 
-def judge_auth(r: Reply) -> tuple[bool | None, str]:
+def judge_auth(r: HttpReply) -> tuple[bool | None, str]:
     """A wrong key: 401 with an error object (server has --api-key) or accepted (an open local server)."""
     if r.status == 200:
         return None, "open: any key accepted (no key configured on the server)"
@@ -250,7 +251,7 @@ def _chat(model: str, content: str = "Say hello.", max_tokens: int = 16, **extra
 CITY = "Describe Paris as JSON with keys city and population."
 CHAT = "/v1/chat/completions"
 Request = tuple[str, str, dict]  # method, path, payload
-Judge = Callable[[list[Reply], str], "tuple[bool | None, str]"]
+Judge = Callable[[list[HttpReply], str], "tuple[bool | None, str]"]
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ def _post(payload: Callable[[str], dict], path: str = CHAT, times: int = 1) -> C
     return lambda model: [("POST", path, payload(model))] * times
 
 
-def _one(fn: Callable[[Reply], tuple[bool | None, str]]) -> Judge:
+def _one(fn: Callable[[HttpReply], tuple[bool | None, str]]) -> Judge:
     """Most judges look at one reply and need no model name."""
     return lambda replies, model: fn(replies[0])
 
@@ -313,7 +314,7 @@ CHECKS: list[CheckSpec] = [
 BY_NAME = {c.name: c for c in CHECKS}
 
 
-def judge(name: str, replies: list[Reply], model: str) -> Check:
+def judge(name: str, replies: list[HttpReply], model: str) -> Check:
     """Apply a check's judge to its recorded replies (pure: what the unit tests call)."""
     ok, detail = BY_NAME[name].judge(replies, model)
     return Check(name, ok, detail)

@@ -7,12 +7,13 @@ from dataclasses import asdict
 import httpx
 
 from ..errors import LabkitError
+from ..models import same_model
 from ..net import url_for
 from ..servers.base import PLACEHOLDER_KEY
-from .checks import CHECKS, Check, Reply, Request, judge
+from .checks import CHECKS, Check, HttpReply, Request, judge
 
 
-def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> Reply:
+def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> HttpReply:
     """One request; streams are read whole (the judge parses them), JSON bodies decoded when they are JSON."""
     method, path, payload = req
     key = "sk-wrong-key-for-the-probe" if method.endswith("+BADKEY") else api_key
@@ -31,7 +32,7 @@ def send(client: httpx.Client, base_url: str, req: Request, api_key: str) -> Rep
         body = r.json() if "json" in r.headers.get("content-type", "") else None
     except ValueError:
         body = None
-    return Reply(r.status_code, body, r.text if body is None else "", time.perf_counter() - t0)
+    return HttpReply(r.status_code, body, r.text if body is None else "", time.perf_counter() - t0)
 
 
 def probe(base_url: str, model: str, *, api_key: str = PLACEHOLDER_KEY, only: list[str] | None = None,
@@ -72,6 +73,6 @@ def default_model(base_url: str, api_key: str = PLACEHOLDER_KEY) -> str:
     if not ids:
         raise LabkitError(f"{url} lists no model.", fix="Load one, or name it with --model.")
     lab = model_name()
-    return next((i for i in ids if i in (lab, f"{lab}:latest")), ids[0])
+    return next((i for i in ids if same_model(lab, i)), ids[0])
 
 

@@ -10,7 +10,7 @@ import httpx
 from ..errors import PortBusyError, ServerStartError
 from ..home import subdir
 from ..language import text
-from ..models import check_gguf, check_model_name, model_name, model_path
+from ..models import check_gguf, check_model_name, model_name, model_path, same_model, sha256_of
 from ..net import port_open
 from ..procs import ManagedProcess
 from .base import Server, wait_healthy
@@ -73,8 +73,26 @@ def describe(host: str, port: int) -> tuple[bool, str]:
 def has_model(server: Server, name: str) -> bool:
     r = httpx.get(server.base_url + "/api/tags", timeout=10)
     r.raise_for_status()
-    names = {m["name"] for m in r.json().get("models", [])}
-    return name in names or f"{name}:latest" in names
+    return any(same_model(name, m["name"]) for m in r.json().get("models", []))
+
+
+def upload_blob(server: Server, path: Path, digest: str | None = None) -> str:
+    """A file as an Ollama blob (`POST /api/blobs/<digest>`, skipped when the server has it); its digest."""
+    digest = digest or "sha256:" + sha256_of(path)
+    url = f"{server.base_url}/api/blobs/{digest}"
+    if httpx.head(url, timeout=30).status_code != 200:
+        with path.open("rb") as f:
+            httpx.post(url, content=f, timeout=300).raise_for_status()
+    return digest
+
+
+def create_from_files(server: Server, name: str, files: dict[str, str], *, timeout: float = 600) -> None:
+    """Ollama's `/api/create` from uploaded blobs {file name: digest} (safetensors are converted to GGUF)."""
+    r = httpx.post(f"{server.base_url}/api/create", json={"model": name, "files": files, "stream": False},
+                   timeout=timeout)
+    if r.status_code != 200:
+        raise ServerStartError(f"Ollama could not create '{name}' (HTTP {r.status_code}): {r.text[:400]}",
+                               fix="Read the Ollama log below.", log_tail=server.log_tail())
 
 
 def modelfile_for(gguf: Path, *, num_ctx: int = 4096, num_predict: int = 512) -> str:
