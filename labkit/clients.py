@@ -7,6 +7,9 @@ from typing import Any, Mapping
 
 from .sse import STANDARD_FIELDS, as_dict
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['context_overflow', 'server_extras']
+
 
 def server_extras(response: Any) -> dict:
     """The non-standard top-level fields a server added (llama-server's `timings`, ...), which typed clients keep

@@ -17,6 +17,9 @@ from typing import Any, Mapping
 
 from .errors import LabkitError
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['explain']
+
 
 @dataclass(frozen=True)
 class Diagnosis:

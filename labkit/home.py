@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['data_dir', 'repo_root']
+
 
 def home() -> Path:
     """The labkit home; created on first use so every caller can write into it."""

@@ -11,6 +11,9 @@ from .errors import LabkitError
 from .home import data_dir
 from .setup import newman_bin
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['COLLECTION', 'run_collection']
+
 COLLECTION = data_dir() / "postman" / "local-llm-lab.postman_collection.json"
 
 

@@ -18,6 +18,9 @@ from typing import Callable, Mapping, Sequence
 from .errors import ServerStartError
 from .language import text
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['listener_env']
+
 _PR_SET_PDEATHSIG = 1
 _live: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
 

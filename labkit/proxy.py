@@ -23,6 +23,9 @@ from .net import port_open
 from .procs import ManagedProcess, wait_until_ready
 from .servers.base import PLACEHOLDER_KEY, Endpoint
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['first_byte_delays', 'start_proxy']
+
 
 def nginx_found() -> str | None:
     """`labkit doctor`'s check: the nginx binary and its version, or None."""

@@ -24,6 +24,10 @@ from typing import Any, Iterable, Iterator
 
 from .sse import Assembled, as_dict, reasoning_field
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['Split', 'THINK_GRAMMAR', 'THINK_TEMPLATE', 'ThinkSplitter', 'display_stream', 'iter_split',
+           'split_message', 'split_think', 'think_server']
+
 OPEN, CLOSE = "<think>", "</think>"
 
 THINK_TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "templates" / "qwen3-think.jinja"

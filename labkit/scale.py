@@ -25,6 +25,10 @@ from .servers import Server
 from .servers.install import find_tool, require_tool
 from .servers.llamacpp import start_llama_server
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['UPSTREAM_HEADER', 'answered_by', 'parse_access_log', 'rpc_arg', 'start_pool', 'start_rpc_cluster',
+           'start_rpc_worker', 'tally', 'tried']
+
 RPC_PORTS = range(50050, 50060)       # the course's ports for RPC workers
 REPLICA_PORTS = range(8180, 8190)     # llama-servers of this lesson
 GATEWAY_PORTS = range(8195, 8200)     # nginx gateway

@@ -24,6 +24,9 @@ from .servers.install import find_tool, version_of
 from .servers.smoke import build_llama_cpp, build_ollama
 from .servers.ui import build_ui, ui_built, ui_dir
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['newman_bin']
+
 NEWMAN_REQ = "newman@6.2.1"
 
 

@@ -28,6 +28,10 @@ from .errors import LabkitError
 from .net import url_for
 from .servers.base import PLACEHOLDER_KEY
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['Assembled', 'SSEError', 'aassemble', 'assemble', 'astream_chat', 'iter_chunks', 'iter_events',
+           'iter_ndjson', 'stream_chat']
+
 DONE = "[DONE]"
 _EOL = re.compile(r"\r\n|\r|\n")
 

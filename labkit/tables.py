@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 MARK = {True: "✔", False: "✘", None: "·"}  # passed, failed, informational
+KNOWN = "≠"  # failed by the server's design (a known difference, its reason beside it), not a bug
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, right: Sequence[str] = (),

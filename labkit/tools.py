@@ -22,6 +22,10 @@ import httpx
 from .servers import Server
 from .session import up
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['TEMPLATE', 'async_prefill_http_client', 'prefill_http_client', 'tool_calls_of', 'tools_server',
+           'with_tool_call_prefill']
+
 PORT = 8140
 MODEL = "smollm2-tools"
 PREFILL = "<tool_call>\n"

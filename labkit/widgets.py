@@ -25,6 +25,9 @@ from .reasoning import Split, split_message
 from .servers import KINDS, Server
 from .sse import Assembled
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['Chat', 'Params', 'Playground', 'Reply']
+
 # ---------------------------------------------------------------- pure parts: request body, reply
 
 

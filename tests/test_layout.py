@@ -115,3 +115,65 @@ def test_ruff_finds_nothing():
     r = subprocess.run([sys.executable, "-m", "ruff", "check", "labkit", "tests", "tools", "conftest.py"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+
+
+def lesson_uses(paths: list[Path]) -> dict[str, set[str]]:
+    """{labkit module: names the lessons' code takes from it}: `from labkit.x import y`, and `x.y` after
+    `import labkit` / `from labkit import x` (IPython's `!cmd` and `%magic` turned into Python first)."""
+    import ast
+    import importlib
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def is_module(name: str) -> bool:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return False
+        return True
+
+    used: dict[str, set[str]] = {}
+    for path in paths:
+        alias: dict[str, str] = {}  # a notebook's names for labkit modules, kept from cell to cell
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            tree = ast.parse(TransformerManager().transform_cell("".join(cell["source"])))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "labkit":
+                    for a in node.names:
+                        if is_module(f"{node.module}.{a.name}"):
+                            alias[a.asname or a.name] = f"{node.module}.{a.name}"
+                        else:
+                            used.setdefault(node.module, set()).add(a.name)
+                elif isinstance(node, ast.Import):
+                    alias |= {a.asname or "labkit": a.name if a.asname else "labkit"
+                              for a in node.names if a.name.split(".")[0] == "labkit"}
+            for node in ast.walk(tree):
+                chain, n = [], node
+                while isinstance(n, ast.Attribute):
+                    chain.append(n.attr)
+                    n = n.value
+                if not chain or not isinstance(n, ast.Name) or n.id not in alias:
+                    continue
+                parts = alias[n.id].split(".") + chain[::-1]
+                if is_module(".".join(parts)):
+                    continue  # a module itself (`labkit.sse`), not a name taken from one
+                for i in range(len(parts) - 1, 0, -1):
+                    if is_module(".".join(parts[:i])):
+                        used.setdefault(".".join(parts[:i]), set()).add(parts[i])
+                        break
+    return used
+
+
+def test_lessons_use_only_what_labkit_declares_for_them():
+    """labkit has many internal names; what a lesson may use is each module's __all__ (a learner reading a lesson
+    meets only those), so a refactor knows what it must keep."""
+    import importlib
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    used = lesson_uses(notebooks)
+    assert "labkit.widgets" in used and "labkit.sse" in used, "the scan finds what lessons use"
+    undeclared = {m: sorted(n for n in names if n not in getattr(importlib.import_module(m), "__all__", ()))
+                  for m, names in used.items()}
+    undeclared = {m: n for m, n in undeclared.items() if n}
+    assert not undeclared, f"lessons use names their module does not declare in __all__: {undeclared}"

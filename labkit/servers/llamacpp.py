@@ -19,6 +19,9 @@ from .kinds import KINDS, port_of
 from .install import require_tool
 from .ui import ui_dir
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['llama_server_argv', 'llama_server_binary', 'start_router']
+
 
 
 def llama_server_binary(explicit: str | os.PathLike | None = None) -> Path:

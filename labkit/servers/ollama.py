@@ -17,6 +17,9 @@ from .base import Server, wait_healthy
 from .kinds import KINDS, port_of
 from .install import require_tool
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['go_procs', 'log_path', 'modelfile_for', 'ollama_env']
+
 
 
 def ollama_binary(explicit: str | os.PathLike | None = None) -> Path:

@@ -19,6 +19,9 @@ from ..home import home, subdir
 from ..procs import run_logged, tail
 from .install import LLAMA_CPP_VERSION, _check_disk, build_lock, build_log, llama_cpp_source
 
+# What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
+__all__ = ['ui_built', 'ui_dir']
+
 STAMP = "labkit-ui.json"
 NODE_MIN = (20, 19)  # what the UI's vite 7 needs
 PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>llama-ui: still building</title>
