@@ -212,16 +212,15 @@ def test_wait_until_ready_stops_a_process_that_never_gets_ready_and_one_that_exi
 
 
 def test_one_record_per_server_kind(monkeypatch):
-    """servers.KINDS holds each kind's label, port (and the variable that moves it), health path, start, describe
-    and bench extras; every other module reads it there."""
+    """servers.KINDS holds each kind's label, port (and the variable that moves it), health path, program and
+    bench extras; every other module reads it there, and servers.start / describe dispatch by it."""
     from labkit.net import free_port
-    from labkit.servers import KINDS, kind_of, port_of, start_llama_server, start_ollama
+    from labkit.servers import KINDS, describe, kind_of, port_of
     assert list(KINDS) == ["llamacpp", "ollama"] and labkit.KINDS is KINDS
     assert (KINDS["llamacpp"].label, KINDS["ollama"].label) == ("llama.cpp", "Ollama")
     assert (KINDS["llamacpp"].health_path, KINDS["ollama"].health_path) == ("/health", "/")
     assert KINDS["llamacpp"].bench_extra == {"ignore_eos": True} and KINDS["ollama"].bench_extra == {}
-    assert KINDS["llamacpp"].start.__name__ == start_llama_server.__name__
-    assert KINDS["ollama"].start.__name__ == start_ollama.__name__
+    assert (KINDS["llamacpp"].program, KINDS["ollama"].program) == ("llama-server", "ollama")
     for kind in KINDS.values():
         monkeypatch.delenv(kind.port_env, raising=False)
         assert port_of(kind.name) == kind.default_port
@@ -230,7 +229,7 @@ def test_one_record_per_server_kind(monkeypatch):
         monkeypatch.setenv(kind.port_env, "18999")
         assert port_of(kind.name) == 18999
         port = free_port()
-        assert kind.describe("127.0.0.1", port) == (False, f"nothing on 127.0.0.1:{port}")
+        assert describe(kind.name, "127.0.0.1", port) == (False, f"nothing on 127.0.0.1:{port}")
     with pytest.raises(ValueError, match=r"kind must be one of \('llamacpp', 'ollama'\), not 'vllm'"):
         kind_of("vllm")
     with pytest.raises(ValueError, match="not 'vllm'"):
