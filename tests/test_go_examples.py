@@ -14,7 +14,7 @@ import labkit
 from labkit.servers.install import find_ollama
 
 GO_ROOT = Path(__file__).resolve().parents[1] / "examples" / "go"
-MODULES = ["go-openai", "langchaingo"]
+MODULES = ["go-openai", "langchaingo", "openai-go"]
 KEYED_PORT = 8122  # a llama-server with --api-key, only for this module
 KEYED_KEY = "sk-lab-go-secret"
 
