@@ -161,9 +161,10 @@ def _go_install() -> None:
     if not go:
         raise LabkitError(text("Go is not installed (needed for the Go client examples and to build Ollama).",
                                "没有安装 Go（Go 客户端示例和编译 Ollama 都需要它）。"),
-                          fix=text("Install Go ≥ 1.24 from https://go.dev/dl or your package manager.",
+                          fix=text("Install Go ≥ 1.26 (the openai-go example needs it; Ollama builds with ≥ 1.24) from "
+                                   "https://go.dev/dl or your package manager.",
                                    "从 https://go.dev/dl（国内可用 https://golang.google.cn/dl）或者用包管理器"
-                                   "安装 Go ≥ 1.24。"))
+                                   "安装 Go ≥ 1.26（openai-go 示例需要；编译 Ollama 只需 ≥ 1.24）。"))
     for mod in go_modules():
         log = subdir("logs") / f"go-mod-{mod.name}.log"
         if run_logged([go, "mod", "download"], cwd=mod, log_path=log, timeout=900) != 0:

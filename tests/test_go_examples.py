@@ -61,7 +61,7 @@ def test_go_vet(go, module):
 def test_go_test_against_server(go, module, kind, keyed_llama):
     server = server_for(kind)
     env = server.env()
-    if module == "go-openai":
+    if module in ("go-openai", "openai-go"):  # both have the 401 test against a keyed llama-server
         env |= {"LABKIT_KEYED_BASE_URL": keyed_llama.openai_base_url, "LABKIT_KEYED_API_KEY": keyed_llama.key}
     proc = run_go(go, module, "test", "-count=1", "-v", "./...", env=env)
     skipped = [line for line in proc.stdout.splitlines() if line.lstrip().startswith("--- SKIP")]
