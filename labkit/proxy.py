@@ -155,7 +155,8 @@ def start_proxy(upstream: str, *, port: int = 8190, token: str | None = None, bu
     proc, conf = run_nginx(str(port), lambda prefix: nginx_config(
         upstream.rstrip("/"), port=port, token=token, buffering=buffering, prefix=prefix, host=host,
         max_body=max_body, cors_origin=cors_origin), port=port, host=host, timeout=timeout, what="nginx",
-        port_fix="Pick another port (lesson 14 uses 8190-8194; 8195-8199 are the gateway's) or stop what listens there.")
+        port_fix="Pick another port (lesson 14 uses 8190-8194; 8195-8199 are the gateway's) "
+                 "or stop what listens there.")
     return Proxy(port, upstream, token, buffering, proc, conf, host)
 
 
