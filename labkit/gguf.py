@@ -34,6 +34,7 @@ class Tensor:
     name: str
     shape: tuple[int, ...]
     type_id: int
+    stored: int | None = None   # bytes between this tensor's offset and the next one's (padding included)
 
     @property
     def type(self) -> str:
@@ -47,10 +48,10 @@ class Tensor:
         return n
 
     @property
-    def nbytes(self) -> int | None:
-        """Bytes of this tensor's data; None for a type this table does not know."""
+    def nbytes(self) -> int:
+        """Bytes of this tensor's data: from the block layout, or from the offsets for a type the table lacks."""
         if self.type_id not in BLOCKS:
-            return None
+            return self.stored or 0
         _, per_block, block_bytes = BLOCKS[self.type_id]
         return self.weights // per_block * block_bytes
 
@@ -80,12 +81,15 @@ class Gguf:
         for t in self.tensors:
             w_b = out.setdefault(t.type, [0, 0])
             w_b[0] += t.weights
-            w_b[1] += t.nbytes or 0
+            w_b[1] += t.nbytes
         return {k: (w, b) for k, (w, b) in sorted(out.items(), key=lambda kv: -kv[1][1])}
 
+    @property
+    def data_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
     def bits_per_weight(self) -> float:
-        known = [t for t in self.tensors if t.nbytes is not None]
-        return 8 * sum(t.nbytes for t in known) / max(1, sum(t.weights for t in known))
+        return 8 * self.data_bytes / max(1, self.n_params)
 
     def main_type(self) -> str:
         """The type that holds most weights: what the file's name says (Q4_1, Q8_0, …)."""
@@ -154,13 +158,17 @@ def read_gguf(path: str | os.PathLike) -> Gguf:
             for _ in range(n_kv):
                 key = _string(f)
                 metadata[key] = _value(f, _read(f, "<I"))
-            tensors = []
+            table = []
             for _ in range(n_tensors):
                 name = _string(f)
                 dims = tuple(_read(f, "<Q") for _ in range(_read(f, "<I")))
-                type_id = _read(f, "<I")
-                _read(f, "<Q")   # offset into the data section
-                tensors.append(Tensor(name, dims, type_id))
+                table.append((name, dims, _read(f, "<I"), _read(f, "<Q")))   # ..., type, offset into the data
+            align = int(metadata.get("general.alignment", 32))
+            data_start = -(-f.tell() // align) * align
+            offsets = {off for *_, off in table}
+            ends = sorted(offsets | {max([path.stat().st_size - data_start, *offsets])})
+            following = {off: ends[ends.index(off) + 1] for *_, off in table}
+            tensors = [Tensor(name, dims, type_id, following[off] - off) for name, dims, type_id, off in table]
     except (OSError, EOFError, ValueError, struct.error) as e:
         raise ModelError(f"{path} is not a readable GGUF file: {e}",
                          fix="Check the path, or download the file again (a GGUF starts with the bytes 'GGUF').") from e
