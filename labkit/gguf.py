@@ -165,10 +165,9 @@ def read_gguf(path: str | os.PathLike) -> Gguf:
                 table.append((name, dims, _read(f, "<I"), _read(f, "<Q")))   # ..., type, offset into the data
             align = int(metadata.get("general.alignment", 32))
             data_start = -(-f.tell() // align) * align
-            offsets = {off for *_, off in table}
-            ends = sorted(offsets | {max([path.stat().st_size - data_start, *offsets])})
-            following = {off: ends[ends.index(off) + 1] for *_, off in table}
-            tensors = [Tensor(name, dims, type_id, following[off] - off) for name, dims, type_id, off in table]
+            ends = sorted({off for *_, off in table} | {path.stat().st_size - data_start})
+            following = dict(zip(ends, ends[1:]))   # a tensor's data runs to the next one's offset (or the file's end)
+            tensors = [Tensor(name, dims, type_id, following.get(off, off) - off) for name, dims, type_id, off in table]
     except (OSError, EOFError, ValueError, struct.error) as e:
         raise ModelError(f"{path} is not a readable GGUF file: {e}",
                          fix="Check the path, or download the file again (a GGUF starts with the bytes 'GGUF').") from e
