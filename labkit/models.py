@@ -17,7 +17,7 @@ from .home import subdir
 from .language import text
 
 # What lessons may use (tests/test_layout.py checks that lessons import nothing else from this module).
-__all__ = ['EMBEDDED', 'model_path', 'needs_embedded_model']
+__all__ = ['EMBEDDED', 'fetch_embedded', 'model_path', 'needs_embedded_model']
 
 GGUF_MAGIC = b"GGUF"
 
