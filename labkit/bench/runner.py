@@ -174,7 +174,8 @@ def ollama_target(threads: int, *, name: str = "ollama", warm_tokens: int = 4) -
     from ..procs import listener_env
     from ..servers.ollama import derive_model
     ollama = labkit.up("ollama", export=False, quiet=True)
-    model = derive_model(ollama, f"{ollama.model}-t{threads}", num_thread=threads)
+    # one name per run: two benchmarks at once (a lesson and `labkit bench`) must not delete each other's model
+    model = derive_model(ollama, f"{ollama.model}-t{threads}-{os.getpid()}", num_thread=threads)
     target = Target(name, ollama.base_url, model, ollama.key)
     stream_once(client_for(target, timeout=180), target, max_tokens=warm_tokens)  # loads the runner
     return target, f"{ollama_engine(ollama)}, GOMAXPROCS={listener_env(ollama.port, 'GOMAXPROCS') or 'Go default'}"
