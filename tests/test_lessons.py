@@ -1,9 +1,11 @@
 """The shape every lesson keeps, checked on the committed notebooks (no server needed): numbered without gaps, a
 title, what you will learn, how long it takes, what it assumes; at least one exercise with an empty cell for the
-learner followed by a collapsed solution that asserts; and no glossary word used before the glossary is linked.
+learner followed by a collapsed solution that asserts; no glossary word used before the glossary is linked; no assert that compares an expression with itself; and no
+recording from data/ shown without saying it is one.
 Each failure names the lesson and the rule it breaks."""
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -157,3 +159,82 @@ def test_the_heavy_command_pattern_catches_what_it_should():
         assert HEAVY.search(line), line
     for line in ('labkit.up("ollama")', 'print("install nothing")', 'client.models.list()'):
         assert not HEAVY.search(line), line
+
+
+def python_of(source: str) -> str:
+    """A code cell as the kernel runs it: IPython's `!cmd`, `x = !cmd` and magics turned into plain Python."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(source)
+
+
+# Asserts that cannot fail: a constant, or a comparison whose two sides are the same expression (`x == x`,
+# `a <= a`), also inside `and`/`or`. They check nothing, so the prose above them claims more than the lesson checks.
+def hollow_asserts(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(python_of(source))):
+        if not isinstance(node, ast.Assert):
+            continue
+        parts = node.test.values if isinstance(node.test, ast.BoolOp) else [node.test]
+        for part in parts:
+            if isinstance(part, ast.Constant) and part.value:
+                found.append(ast.unparse(part))
+            elif isinstance(part, ast.Compare):
+                sides = [part.left, *part.comparators]
+                if any(ast.dump(a) == ast.dump(b) for a, b in zip(sides, sides[1:])):
+                    found.append(ast.unparse(part))
+    return found
+
+
+ALL_LESSONS = LESSONS + sorted((NOTEBOOKS / "zh-CN").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", ALL_LESSONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_assert_compares_an_expression_with_itself(path):
+    found = [f"cell {i}: assert {a}" for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+             for a in hollow_asserts(text(c))]
+    assert not found, f"{path.name}: these asserts cannot fail: {found}"
+
+
+def test_the_hollow_assert_check_catches_what_it_should():
+    for line in ("assert x == x", "assert r.status == 200 and t.ttft <= t.ttft", "assert True", "assert 1",
+                 "!ls\nassert len(a) >= len(a)", "assert a < b < b"):
+        assert hollow_asserts(line), line
+    for line in ("assert x == y", "assert f(x) <= f(y)", "%time x = 1\nassert x", "out = !ls\nassert out"):
+        assert not hollow_asserts(line), line
+
+
+# A recording in data/ (a measurement made once, on one machine) is shown as one: the markdown cell before the code
+# that reads it says so, and neither says it was measured "on this machine". Inputs (model shapes, templates, the
+# Postman collection, the RAG documents, vLLM's configs) are not recordings.
+INPUTS = {"models", "templates", "postman", "rag", "vllm"}
+RECORDED = {"en": re.compile(r"\brecord(ed|ing)\b", re.I), "zh-CN": re.compile(r"录制")}
+THIS_MACHINE = {"en": re.compile(r"\bon this machine\b|\bthis machine's\b", re.I),
+                "zh-CN": re.compile(r"这台机器|本机上|你的机器上测")}
+
+
+def reads_a_recording(source: str) -> list[str]:
+    return [d for d in re.findall(r"""data_dir\(\)\s*/\s*["'](\w+)["']""", source) if d not in INPUTS]
+
+
+@pytest.mark.parametrize("path", ALL_LESSONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_recording_is_labelled_a_recording_never_this_machine(path):
+    edition = "zh-CN" if path.parent.name == "zh-CN" else "en"
+    nb = cells(path)
+    problems = []
+    for i, cell in enumerate(nb):
+        if cell["cell_type"] != "code" or not reads_a_recording(text(cell)):
+            continue
+        before = next((text(nb[j]) for j in range(i - 1, -1, -1) if nb[j]["cell_type"] == "markdown"), "")
+        if not RECORDED[edition].search(before):
+            problems.append(f"cell {i} reads data/{reads_a_recording(text(cell))[0]}/ but the prose before it "
+                            f"does not call it a recording")
+        strings = " ".join(n.value for n in ast.walk(ast.parse(python_of(text(cell))))
+                           if isinstance(n, ast.Constant) and isinstance(n.value, str))
+        if THIS_MACHINE["en"].search(strings) or THIS_MACHINE[edition].search(before):
+            problems.append(f"cell {i}: a recording presented as measured on this machine")
+    assert not problems, f"{path.name}: {problems}"
+
+
+def test_the_recording_check_finds_the_reads():
+    assert reads_a_recording('json.loads((data_dir() / "bench" / "x.json").read_text())') == ["bench"]
+    assert reads_a_recording("(data_dir() / 'models' / 'shapes.json')") == []
