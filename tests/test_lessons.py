@@ -1,7 +1,7 @@
 """The shape every lesson keeps, checked on the committed notebooks (no server needed): numbered without gaps, a
 title, what you will learn, how long it takes, what it assumes; at least one exercise with an empty cell for the
-learner followed by a collapsed solution that asserts; no glossary word used before the glossary is linked; no assert that compares an expression with itself; and no
-recording from data/ shown without saying it is one.
+learner followed by a collapsed solution that asserts; no glossary word used before the glossary is linked; no
+assert that compares an expression with itself; and no recording from data/ shown without saying it is one.
 Each failure names the lesson and the rule it breaks."""
 from __future__ import annotations
 
