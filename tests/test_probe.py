@@ -86,8 +86,8 @@ def test_the_kind_comes_from_api_version_or_props(recorded, llama, ollama):
 def test_llama_server_passes_the_core_api(llama):
     for name in ("models list", "non-stream chat", "stream", "stream = non-stream", "stream include_usage", "stop",
                  "seed determinism", "n > 1", "logprobs", "max_completion_tokens", "json_object", "json_schema",
-                 "tool_choice none", "/v1/responses", "/v1/responses stream", "/v1/messages (Anthropic)",
-                 "/v1/messages stream", "error shape", "alive after bad JSON"):
+                 "tool_choice none", "/v1/responses", "/v1/messages (Anthropic)", "/v1/messages stream",
+                 "error shape", "alive after bad JSON"):
         assert llama[name].ok is True, (name, llama[name].detail)
     assert "timings" in llama["stream include_usage"].detail  # llama.cpp adds its timings to the usage chunk
 
@@ -102,7 +102,8 @@ def test_ollama_passes_the_core_api(ollama):
 
 
 def test_known_differences_are_marked_with_their_reason(llama, ollama):
-    """What each server fails by design is ≠ with the reason; nothing else of the recordings is a ✘."""
+    """What each server fails by design is ≠ with the reason; the recordings' only ✘ are Ollama's ignored
+    max_completion_tokens and llama-server's output_text parts without `annotations` (bugs, not design)."""
     assert {n for n, c in llama.items() if c.known} == {"tool_choice (forced)", "tool_choice required",
                                                         "/v1/embeddings"}
     assert {n for n, c in ollama.items() if c.known} == {"n > 1", "tools", "tool_choice (forced)",
@@ -117,7 +118,7 @@ def test_known_differences_are_marked_with_their_reason(llama, ollama):
     assert "no `n`" in ollama["n > 1"].known and "1 choice(s)" in ollama["n > 1"].detail
     assert "does not support tools" in ollama["tool_choice required"].detail
     assert "refuses tools" in ollama["tool_choice required"].known
-    assert {n for n, c in llama.items() if c.ok is False and not c.known} == set()
+    assert {n for n, c in llama.items() if c.ok is False and not c.known} == {"/v1/responses stream"}
     assert {n for n, c in ollama.items() if c.ok is False and not c.known} == {"max_completion_tokens"}
 
 
@@ -258,14 +259,27 @@ def test_schema_errors_agree_with_jsonschema():
         assert (C.schema_errors(obj, probe.SCHEMA) == []) == valid, obj
 
 
+def with_part(evs, change):
+    """The events with `change(part)` applied to each output_text part (content_part.added / .done)."""
+    return [(n, {**d, "part": change(dict(d["part"]))} if isinstance(d, dict) and isinstance(d.get("part"), dict)
+             else d) for n, d in evs]
+
+
 def test_responses_stream_event_order(recorded):
     for server in ("llama", "ollama"):
         (r,) = replies(recorded, server, "/v1/responses stream")
         c = verdict("/v1/responses stream", [r])
-        assert c.ok is True and "response.completed" in c.detail, c.detail
 
         def edited(edit):
             return verdict("/v1/responses stream", [probe.HttpReply(200, None, sse(r.text, edit))])
+        if server == "llama":  # llama-server's content_part.added has no `annotations` (what broke Agent Framework)
+            assert c.ok is False and c.detail == "output_text part without annotations in content_part.added", c.detail
+            fixed = edited(lambda evs: with_part(evs, lambda p: {"annotations": [], **p}))
+            assert fixed.ok is True and "response.completed" in fixed.detail, fixed.detail
+        else:
+            assert c.ok is True and "response.completed" in c.detail, c.detail
+            stripped = edited(lambda evs: with_part(evs, lambda p: {k: v for k, v in p.items() if k != "annotations"}))
+            assert stripped.ok is False and "annotations in content_part.added, content_part.done" in stripped.detail
         assert "first event" in edited(lambda evs: evs[1:]).detail  # no response.created
         unfinished = edited(lambda evs: [e for e in evs if e[1].get("type") != "response.completed"])
         assert unfinished.ok is False and "last event" in unfinished.detail

@@ -355,7 +355,8 @@ _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 def judge_responses_stream(r: HttpReply) -> tuple[bool, str]:
     """`/v1/responses` streamed: response.created first, one terminal event last (response.completed, or
-    .incomplete when cut), output_text deltas in between that add up to output_text.done's text."""
+    .incomplete when cut), output_text deltas in between that add up to output_text.done's text, and every
+    output_text part with its `annotations` list (a client that reads the events into typed objects needs it)."""
     if (bad := _status_fail(r)):
         return bad
     events = sse_events(r.text)
@@ -371,6 +372,10 @@ def judge_responses_stream(r: HttpReply) -> tuple[bool, str]:
         problems.append("no response.output_text.delta")
     elif done and "".join(deltas) != done[-1]:
         problems.append("deltas do not add up to output_text.done")
+    bare = [n.removeprefix("response.") for n, d in events if isinstance(d, dict) and isinstance(d.get("part"), dict)
+            and d["part"].get("type") == "output_text" and not isinstance(d["part"].get("annotations"), list)]
+    if bare:  # the spec's output_text part always has `annotations`; typed clients (Agent Framework) fail without
+        problems.append(f"output_text part without annotations in {', '.join(dict.fromkeys(bare))}")
     last = names[-1] if names else ""
     return not problems, ("; ".join(problems)
                           or f"created, {len(deltas)} output_text deltas, {last} ({len(names)} events)")
