@@ -238,3 +238,25 @@ def test_a_recording_is_labelled_a_recording_never_this_machine(path):
 def test_the_recording_check_finds_the_reads():
     assert reads_a_recording('json.loads((data_dir() / "bench" / "x.json").read_text())') == ["bench"]
     assert reads_a_recording("(data_dir() / 'models' / 'shapes.json')") == []
+
+
+# Two lessons open at once must not break each other: the ports a lesson's code names (8000–8999, the course's
+# range) belong to that lesson alone. The shared servers (the lab's llama-server on 8080, Ollama, the tools and
+# embedding servers, bench's) are reused by whoever asks with the same options, so their ports live in labkit, not
+# in the lessons. 8192 is left out: lessons use it as a context size, never as a port.
+def ports_named(source: str) -> set[int]:
+    return {n.value for n in ast.walk(ast.parse(python_of(source)))
+            if isinstance(n, ast.Constant) and type(n.value) is int and 8000 <= n.value <= 8999
+            and n.value not in (8080, 8192)}
+
+
+def test_two_lessons_open_at_once_use_different_ports():
+    owners: dict[int, set[str]] = {}
+    for path in LESSONS:
+        for cell in cells(path):
+            if cell["cell_type"] == "code":
+                for port in ports_named(text(cell)):
+                    owners.setdefault(port, set()).add(path.name[:2])
+    shared = {port: sorted(who) for port, who in owners.items() if len(who) > 1}
+    assert not shared, f"ports used by more than one lesson (open both and one breaks the other): {shared}"
+    assert ports_named('labkit.up("llamacpp", port=8176, ctx_size=8192)\nstart_pool((8181, 8182))') == {8176, 8181, 8182}
