@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import labkit
 
 # Tests assert labkit's English messages; the Chinese ones are tested with an explicit environment. (On a machine
@@ -15,7 +13,6 @@ import labkit
 os.environ["LABKIT_LANG"] = "en"
 
 
-@pytest.hookimpl(tryfirst=True)  # under pytest-xdist: in the controller before any worker starts (workers reuse them)
 def pytest_sessionstart(session):
     wanted = os.environ.get("LABKIT_TEST_SERVERS", "llamacpp,ollama")
     for kind in filter(None, (k.strip() for k in wanted.split(","))):
