@@ -123,7 +123,7 @@ def lesson_uses(paths: list[Path]) -> dict[str, set[str]]:
     import ast
     import importlib
 
-    from IPython.core.inputtransformer2 import TransformerManager
+    from notebook_code import parse_cell
 
     def is_module(name: str) -> bool:
         try:
@@ -138,7 +138,7 @@ def lesson_uses(paths: list[Path]) -> dict[str, set[str]]:
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             if cell["cell_type"] != "code":
                 continue
-            tree = ast.parse(TransformerManager().transform_cell("".join(cell["source"])))
+            tree = parse_cell("".join(cell["source"]))
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "labkit":
                     for a in node.names:

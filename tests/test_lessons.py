@@ -1,7 +1,8 @@
 """The shape every lesson keeps, checked on the committed notebooks (no server needed): numbered without gaps, a
 title, what you will learn, how long it takes, what it assumes; at least one exercise with an empty cell for the
 learner followed by a collapsed solution that asserts; no glossary word used before the glossary is linked; no
-assert that compares an expression with itself; and no recording from data/ shown without saying it is one.
+assert that compares an expression with itself; no recording from data/ shown without saying it is one; and no
+port named by two lessons.
 Each failure names the lesson and the rule it breaks."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from notebook_code import parse_cell
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -161,17 +163,11 @@ def test_the_heavy_command_pattern_catches_what_it_should():
         assert not HEAVY.search(line), line
 
 
-def python_of(source: str) -> str:
-    """A code cell as the kernel runs it: IPython's `!cmd`, `x = !cmd` and magics turned into plain Python."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    return TransformerManager().transform_cell(source)
-
-
 # Asserts that cannot fail: a constant, or a comparison whose two sides are the same expression (`x == x`,
 # `a <= a`), also inside `and`/`or`. They check nothing, so the prose above them claims more than the lesson checks.
 def hollow_asserts(source: str) -> list[str]:
     found = []
-    for node in ast.walk(ast.parse(python_of(source))):
+    for node in ast.walk(parse_cell(source)):
         if not isinstance(node, ast.Assert):
             continue
         parts = node.test.values if isinstance(node.test, ast.BoolOp) else [node.test]
@@ -228,7 +224,7 @@ def test_a_recording_is_labelled_a_recording_never_this_machine(path):
         if not RECORDED[edition].search(before):
             problems.append(f"cell {i} reads data/{reads_a_recording(text(cell))[0]}/ but the prose before it "
                             f"does not call it a recording")
-        strings = " ".join(n.value for n in ast.walk(ast.parse(python_of(text(cell))))
+        strings = " ".join(n.value for n in ast.walk(parse_cell(text(cell)))
                            if isinstance(n, ast.Constant) and isinstance(n.value, str))
         if THIS_MACHINE["en"].search(strings) or THIS_MACHINE[edition].search(before):
             problems.append(f"cell {i}: a recording presented as measured on this machine")
@@ -245,7 +241,7 @@ def test_the_recording_check_finds_the_reads():
 # embedding servers, bench's) are reused by whoever asks with the same options, so their ports live in labkit, not
 # in the lessons. 8192 is left out: lessons use it as a context size, never as a port.
 def ports_named(source: str) -> set[int]:
-    return {n.value for n in ast.walk(ast.parse(python_of(source)))
+    return {n.value for n in ast.walk(parse_cell(source))
             if isinstance(n, ast.Constant) and type(n.value) is int and 8000 <= n.value <= 8999
             and n.value not in (8080, 8192)}
 
