@@ -220,3 +220,36 @@ def test_under_a_chinese_locale_the_lab_opens_the_chinese_lesson_00(tmp_path, mo
     assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
     _, lesson = jupyter_command([], env={"LANG": "en_US.UTF-8"})
     assert lesson == "00_welcome.ipynb"
+
+
+def literal_asterisks(markdown: str) -> list[str]:
+    """The text runs where a `*` survives CommonMark rendering: emphasis that did not open or close. Next to Chinese
+    punctuation this is easy to write: in `的*“引文”*：` neither `*` can open or close (CommonMark's flanking rules),
+    so the reader sees the asterisks instead of italics; `“*引文*”` works."""
+    from markdown_it import MarkdownIt
+
+    found = []
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        for child in token.children or []:
+            if child.type == "text" and "*" in child.content:
+                found.append(child.content[:80])
+    return found
+
+
+def test_literal_asterisk_check_catches_emphasis_that_cannot_open():
+    assert literal_asterisks("原教程 FAQ 里的*“流式输出什么都不显示”*：让代理") != []
+    assert literal_asterisks("原教程 FAQ 里的“*流式输出什么都不显示*”：让代理") == []
+    assert literal_asterisks("**粗体**、*斜体*、`a * b` and 2 × 3") == []
+
+
+PROSE = [ROOT / "README.md", ROOT / "README.zh-CN.md", ROOT / "WORKSHOP.md", ROOT / "WORKSHOP.zh-CN.md",
+         NOTEBOOKS / "glossary.md", ZH / "glossary.md"]
+
+
+@pytest.mark.parametrize("path", LESSONS + sorted(ZH.glob("[0-9][0-9]_*.ipynb")) + PROSE,
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_emphasis_renders_in_both_editions(path):
+    texts = ([source(c) for c in cells(path) if c["cell_type"] == "markdown"] if path.suffix == ".ipynb"
+             else [path.read_text(encoding="utf-8")])
+    found = [run for text_ in texts for run in literal_asterisks(text_)]
+    assert not found, f"{path.name}: `*` shown as a literal asterisk (emphasis that cannot open or close): {found}"
