@@ -63,17 +63,38 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-@pytest.fixture
-def jupyterlab(tmp_path, request):
-    """JupyterLab serving a copy of the lesson (its autosave must not touch the repo), stopped with its kernels.
-    The lesson is LESSON, or the test's parameter (indirect)."""
-    lesson = getattr(request, "param", LESSON)
+SERVED = [ROOT / "notebooks" / name for name in ("00_welcome.ipynb", "02_ollama.ipynb", LESSON.name)]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for this module's tests (each opens its own pages); gone when they are done."""
+    from playwright.sync_api import sync_playwright
+
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: the browser test needs Debian's chromium. "
                     "Fix: `labkit setup --only chromium` (or set LABKIT_CHROMIUM=/path/to/chromium).")
+    me = psutil.Process()
+    with sync_playwright() as pw:
+        chromium = launch(pw)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    left = [p for p in me.children(recursive=True) if "chrom" in p.name().lower()]
+    assert not psutil.wait_procs(left, timeout=10)[1], "Chromium left running"
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    """One JupyterLab for the lessons opened in Chromium, serving copies of them (its autosave must not touch the
+    repo); each test shuts its kernels down (`kernels_shut`), and the end stops JupyterLab and asserts nothing of
+    it is left."""
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     lab_dir = tmp_path / "lab"
     lab_dir.mkdir()
-    shutil.copy(lesson, lab_dir / lesson.name)
+    for lesson in SERVED:
+        shutil.copy(lesson, lab_dir / lesson.name)
     jupyter_home = tmp_path / "jupyter"
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(jupyter_home / "config"),
            "JUPYTER_DATA_DIR": str(jupyter_home / "data"), "JUPYTER_RUNTIME_DIR": str(jupyter_home / "runtime"),
@@ -88,7 +109,8 @@ def jupyterlab(tmp_path, request):
             "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
             f"--LabApp.workspaces_dir={jupyter_home / 'workspaces'}",
             f"--LabApp.user_settings_dir={jupyter_home / 'settings'}",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ServerApp.disable_check_xsrf=True"]  # loopback, no token: the fixtures shut kernels down over REST
     if os.geteuid() == 0:  # CI containers run as root; JupyterLab refuses that unless told
         argv.append("--allow-root")
     lab = ManagedProcess(argv, log_path=tmp_path / "jupyterlab.log", env=env, cwd=lab_dir)
@@ -118,11 +140,32 @@ def jupyterlab(tmp_path, request):
         assert not alive, f"still running after JupyterLab stopped: {[(p.pid, p.name()) for p in alive]}"
 
 
+@pytest.fixture
+def lab_page(jupyterlab, browser):
+    """A fresh page in the shared Chromium on the shared JupyterLab; afterwards the page closes and the kernels
+    this test started are shut down (through JupyterLab's REST API) and gone — the next lesson starts clean."""
+    url, root = jupyterlab
+    before = {k["id"] for k in httpx.get(url + "/api/kernels", timeout=10).json()}
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(60_000)
+    try:
+        yield page, url, root
+    finally:
+        page.close()
+        kernels = [k["id"] for k in httpx.get(url + "/api/kernels", timeout=10).json() if k["id"] not in before]
+        procs = [p for p in tree(root)[1:] if any(k in " ".join(p.cmdline()) for k in kernels)]
+        for k in kernels:
+            assert httpx.delete(f"{url}/api/kernels/{k}", timeout=30).status_code == 204
+        alive = psutil.wait_procs(procs, timeout=20)[1]
+        assert not alive, f"kernels still running after their shutdown: {[p.pid for p in alive]}"
+
+
 @pytest.mark.timeout(480)
 def run_all(page, url: str, name: str, deadline_s: float = 300) -> dict:
     """Open a lesson in JupyterLab and press Run ▸ Run All Cells, as a learner does; wait until every code cell
     ran and the kernel is idle. Fails on the first error output."""
-    page.goto(f"{url}/lab/tree/{name}", wait_until="domcontentloaded")
+    # a workspace of its own: JupyterLab would otherwise reopen the lessons an earlier test had open
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}", wait_until="domcontentloaded")
     page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.content && "
                            f"{NOTEBOOK_JS}.sessionContext.session?.kernel?.status === 'idle'", timeout=120_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -148,100 +191,79 @@ OUTPUTS_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output pre')
 
 
 @pytest.mark.timeout(540)
-@pytest.mark.parametrize("jupyterlab", [ROOT / "notebooks" / "00_welcome.ipynb", ROOT / "notebooks" / "02_ollama.ipynb"],
-                         indirect=True, ids=["00_welcome", "02_ollama"])
-def test_run_all_is_safe_and_outputs_fit(jupyterlab, request):
+@pytest.mark.parametrize("name", ["00_welcome", "02_ollama"])
+def test_run_all_is_safe_and_outputs_fit(lab_page, name):
     """Run All in JupyterLab runs every cell — nbmake's skip-execution tag means nothing there: no cell may
     download or install (no 'command not found', no pull), and lesson 00's doctor table fits its output area."""
-    from playwright.sync_api import sync_playwright
-
-    url, _ = jupyterlab
-    name = request.node.callspec.id + ".ipynb"
+    page, url, _ = lab_page
     RESULTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
-            run_all(page, url, name, deadline_s=420)  # lesson 02 reloads Ollama per option: slow on a busy machine
-            outputs = page.evaluate(OUTPUTS_JS)
-            page.screenshot(path=str(RESULTS / f"{request.node.callspec.id}.png"), full_page=False)
-        finally:
-            browser.close()
+    run_all(page, url, name + ".ipynb", deadline_s=420)  # lesson 02 reloads Ollama per option: slow on a busy machine
+    outputs = page.evaluate(OUTPUTS_JS)
+    page.screenshot(path=str(RESULTS / f"{name}.png"), full_page=False)
     text = "\n".join(o["text"] for o in outputs)
     for sign in ("command not found", "pulling manifest", "Downloading", "Successfully installed"):
-        assert sign not in text, f"Run All ran something it must not ({sign!r}) in {name}"
-    if name.startswith("00"):
+        assert sign not in text, f"Run All ran something it must not ({sign!r}) in {name}.ipynb"
+    if name == "00_welcome":
         doctor = [o for o in outputs if "labkit doctor" in o["text"]]
         assert doctor, "the doctor table is shown"
         assert doctor[0]["widest"] <= doctor[0]["room"] + 1, f"the doctor table is wider than its area: {doctor[0]}"
 
 
-def test_lesson_runs_and_chat_streams_in_chromium(jupyterlab):
-    from playwright.sync_api import expect, sync_playwright
+def test_lesson_runs_and_chat_streams_in_chromium(lab_page):
+    from playwright.sync_api import expect
 
-    url, lab_root = jupyterlab
+    page, url, lab_root = lab_page
     RESULTS.mkdir(exist_ok=True)
-    me = psutil.Process()
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
-            run_all(page, url, LESSON.name)
+    run_all(page, url, LESSON.name)
 
-            chat = page.locator(".labkit-chat").first
-            chat.scroll_into_view_if_needed()
-            stats, output = chat.locator(".labkit-stats"), chat.locator(".labkit-output")
-            expect(chat.locator(".labkit-prompt input")).to_be_visible(timeout=30_000)
-            # the lesson ends by handing the widget back cleared, with everyday settings: nothing from its checks
-            before_stats, before_text = stats.inner_text(), output.inner_text()
+    chat = page.locator(".labkit-chat").first
+    chat.scroll_into_view_if_needed()
+    stats, output = chat.locator(".labkit-stats"), chat.locator(".labkit-output")
+    expect(chat.locator(".labkit-prompt input")).to_be_visible(timeout=30_000)
+    # the lesson ends by handing the widget back cleared, with everyday settings: nothing from its checks
+    before_stats, before_text = stats.inner_text(), output.inner_text()
 
-            # record every value the stats label takes while streaming
-            chat.evaluate("""el => {
-              window.__labkitStats = [];
-              const label = el.querySelector('.labkit-stats');
-              new MutationObserver(() => window.__labkitStats.push(label.innerText))
-                .observe(label, {subtree: true, childList: true, characterData: true});
-            }""")
-            chat.locator(".labkit-prompt input").fill("What is the capital of France?")
-            chat.locator(".labkit-prompt input").press("Enter")  # as people send in a chat box
-            page.wait_for_function(
-                """([el, before]) => {
-                     const s = el.querySelector('.labkit-stats').innerText;
-                     return s !== before && s.includes('tok/s') && s.includes('finish:');
-                   }""", arg=[chat.element_handle(), before_stats], timeout=180_000)
+    # record every value the stats label takes while streaming
+    chat.evaluate("""el => {
+      window.__labkitStats = [];
+      const label = el.querySelector('.labkit-stats');
+      new MutationObserver(() => window.__labkitStats.push(label.innerText))
+        .observe(label, {subtree: true, childList: true, characterData: true});
+    }""")
+    chat.locator(".labkit-prompt input").fill("What is the capital of France?")
+    chat.locator(".labkit-prompt input").press("Enter")  # as people send in a chat box
+    page.wait_for_function(
+        """([el, before]) => {
+             const s = el.querySelector('.labkit-stats').innerText;
+             return s !== before && s.includes('tok/s') && s.includes('finish:');
+           }""", arg=[chat.element_handle(), before_stats], timeout=180_000)
 
-            after_text = output.inner_text()
-            seen = page.evaluate("() => window.__labkitStats")
-            page.screenshot(path=str(RESULTS / "12_playground.png"), full_page=False)
-            chat.screenshot(path=str(RESULTS / "12_playground_chat.png"))
+    after_text = output.inner_text()
+    seen = page.evaluate("() => window.__labkitStats")
+    page.screenshot(path=str(RESULTS / "12_playground.png"), full_page=False)
+    chat.screenshot(path=str(RESULTS / "12_playground_chat.png"))
 
-            assert "What is the capital of France?" in after_text and after_text.startswith(before_text[:10])
-            answer = after_text.split("What is the capital of France?", 1)[1].split("model:", 1)[1].strip()
-            assert answer, f"no streamed text after the prompt: {after_text!r}"
-            assert any("streaming…" in s for s in seen), f"the label never showed a live update: {seen}"
-            assert "tok/s" in stats.inner_text() and stats.inner_text() != before_stats
-            assert "finish: stop" in stats.inner_text(), \
-                f"after Run All the chat still answers in full (no exercise left a tiny max_tokens): {stats.inner_text()}"
-            assert chat.locator(".labkit-error").inner_text() == ""
-            # rendered, not just present in the DOM: the pane is tall enough to show the whole transcript
-            out_box, pane_box = output.bounding_box(), chat.locator(".labkit-pane").bounding_box()
-            assert out_box["height"] > 20 and pane_box["height"] >= out_box["height"], (out_box, pane_box)
-            assert not chat.locator("button.labkit-send").is_disabled()
-        finally:
-            browser.close()
-    assert not [p for p in me.children(recursive=True) if "chrom" in p.name().lower()], "Chromium left running"
-    assert lab_root.is_running()  # the fixture stops JupyterLab and asserts its kernels are gone
+    assert "What is the capital of France?" in after_text and after_text.startswith(before_text[:10])
+    answer = after_text.split("What is the capital of France?", 1)[1].split("model:", 1)[1].strip()
+    assert answer, f"no streamed text after the prompt: {after_text!r}"
+    assert any("streaming…" in s for s in seen), f"the label never showed a live update: {seen}"
+    assert "tok/s" in stats.inner_text() and stats.inner_text() != before_stats
+    assert "finish: stop" in stats.inner_text(), \
+        f"after Run All the chat still answers in full (no exercise left a tiny max_tokens): {stats.inner_text()}"
+    assert chat.locator(".labkit-error").inner_text() == ""
+    # rendered, not just present in the DOM: the pane is tall enough to show the whole transcript
+    out_box, pane_box = output.bounding_box(), chat.locator(".labkit-pane").bounding_box()
+    assert out_box["height"] > 20 and pane_box["height"] >= out_box["height"], (out_box, pane_box)
+    assert not chat.locator("button.labkit-send").is_disabled()
+    assert lab_root.is_running()  # the fixtures shut its kernel down, stop JupyterLab and Chromium, assert both gone
 
 
 @pytest.mark.timeout(300)
-def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
+def test_the_url_make_lab_prints_opens_lesson_00(tmp_path, browser):
     """`labkit lab` (what `make lab` runs) prints a URL; in Chromium that URL shows lesson 00, not the Launcher."""
     import json
 
     from lab_helpers import start_lab, stop_lab
-    from playwright.sync_api import sync_playwright
 
     import labkit
     from labkit.home import subdir
@@ -261,17 +283,16 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path):
                 url = None  # a stale file from another lab
             time.sleep(0.5)
         assert f"✔ lesson 00: {url}" in log.read_text()
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 900})
-                page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-                page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.title.label === '00_welcome.ipynb'",
-                                       timeout=90_000)
-                RESULTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(RESULTS / "make_lab_opens_lesson_00.png"))
-            finally:
-                browser.close()
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.title.label === '00_welcome.ipynb' && "
+                                   f"{NOTEBOOK_JS}.sessionContext.session?.kernel?.status === 'idle'", timeout=90_000)
+            RESULTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(RESULTS / "make_lab_opens_lesson_00.png"))
+        finally:
+            page.goto("about:blank")  # leave JupyterLab first: its websockets close now, not when Chromium ends
+            page.close()
     finally:
         stop_lab(lab)
     assert wait_gone(lab.pid)
@@ -285,12 +306,12 @@ def _letters(text: str) -> str:
 
 
 @pytest.mark.timeout(240)
-def test_llama_server_web_ui_chats():
+def test_llama_server_web_ui_chats(browser):
     """llama.cpp's own web UI (built by npm from the sdist, served with --path): one message typed into it comes
     back streamed — the page's text grows while the SSE response arrives, and ends as what the server sent."""
     import json
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     import labkit
     from labkit.net import free_port
@@ -300,34 +321,32 @@ def test_llama_server_web_ui_chats():
     server = labkit.up("llamacpp", port=free_port(), parallel=1, export=False, quiet=True,
                        extra_args=["--n-predict", "32"])  # the UI sends no max_tokens: the server's limit applies
     try:
-        with sync_playwright() as pw:
-            browser = launch(pw)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 800})
-                page.set_default_timeout(60_000)
-                page.goto(server.base_url + "/", wait_until="networkidle")
-                expect(page).to_have_title("llama-ui", timeout=30_000)  # set by the UI's script once it runs
-                box = page.get_by_placeholder("Type a message...")
-                box.fill("What is the capital of France?")
-                with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions"), timeout=60_000) as info:
-                    box.press("Enter")
-                response = info.value
-                messages = page.locator(".markdown-content")
-                lengths, deadline = [], time.monotonic() + 90
-                while time.monotonic() < deadline:
-                    if messages.count() >= 2:  # the user's message, then the assistant's
-                        lengths.append(len(messages.nth(1).inner_text()))
-                        if len(lengths) > 5 and lengths[-1] == lengths[-6] and lengths[-1] > 0:
-                            break  # nothing new for 0.5 s
-                    time.sleep(0.1)
-                assert response.finished() is None  # the stream ended (None = no network error)
-                shown, body = messages.nth(1).inner_text(), response.text()
-                request = json.loads(response.request.post_data)
-                content_type = response.headers["content-type"]
-                RESULTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(RESULTS / "01_web_ui.png"))
-            finally:
-                browser.close()
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        try:
+            page.set_default_timeout(60_000)
+            page.goto(server.base_url + "/", wait_until="networkidle")
+            expect(page).to_have_title("llama-ui", timeout=30_000)  # set by the UI's script once it runs
+            box = page.get_by_placeholder("Type a message...")
+            box.fill("What is the capital of France?")
+            with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions"), timeout=60_000) as info:
+                box.press("Enter")
+            response = info.value
+            messages = page.locator(".markdown-content")
+            lengths, deadline = [], time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if messages.count() >= 2:  # the user's message, then the assistant's
+                    lengths.append(len(messages.nth(1).inner_text()))
+                    if len(lengths) > 5 and lengths[-1] == lengths[-6] and lengths[-1] > 0:
+                        break  # nothing new for 0.5 s
+                time.sleep(0.1)
+            assert response.finished() is None  # the stream ended (None = no network error)
+            shown, body = messages.nth(1).inner_text(), response.text()
+            request = json.loads(response.request.post_data)
+            content_type = response.headers["content-type"]
+            RESULTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(RESULTS / "01_web_ui.png"))
+        finally:
+            page.close()
         assert request["stream"] is True and request["messages"][-1]["content"] == "What is the capital of France?"
         assert content_type.startswith("text/event-stream")
         chunks = [json.loads(line[6:]) for line in body.splitlines()
