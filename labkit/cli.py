@@ -16,6 +16,7 @@ from .home import home, subdir
 from .cpu import this_cpu
 from .servers import KINDS, describe, port_of, start
 from .pack import STEP_OF_PART, pack, unpack
+from .procs import wait_gone
 from .registries import doctor_rows
 from .servers.install import find_tool, provenance
 
@@ -85,7 +86,8 @@ def cmd_down(args) -> int:
             _, alive = psutil.wait_procs(group, timeout=5)
             for p in alive:  # did not stop on SIGTERM within 5 s
                 p.kill()
-            psutil.wait_procs(alive, timeout=5)
+            for p in alive:  # a zombie counts as stopped: its parent, not us, reaps it
+                wait_gone(p.pid, timeout=5)
             stopped += 1
         f.unlink()
     print(f"stopped {stopped} server(s) started by `labkit up`")
