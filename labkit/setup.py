@@ -130,7 +130,7 @@ def apt_install(name: str, packages: list[str], why: str) -> None:
 
 def _chromium_install() -> None:
     apt_install("chromium", ["chromium", "fonts-wqy-zenhei"],
-                text("used only by the browser test of the widgets lesson", "只有小部件（widgets）那一课的浏览器测试用它"))
+                text("used only by the browser test of the widgets lesson", "只有小组件（widgets）那一课的浏览器测试用它"))
 
 
 def _nginx_install() -> None:
