@@ -160,6 +160,38 @@ def start_background_setup() -> ManagedProcess | None:
         (["--only", s.name] for s in todo), [])], log_path=log, cwd=repo_root())
 
 
+def only_idle_threads_left(pid: int) -> bool:
+    """Whether a stopping Jupyter server has done its cleanup: no socket listening and no child (kernel, terminal)
+    left. Jupyter then only waits for idle AnyIO worker threads to time out (up to 10 s, jupyterlab#10442)."""
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        listening = [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        return not listening and not proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False  # cannot tell: wait for it to exit
+
+
+def stop_jupyter(jupyter: subprocess.Popen, timeout: float = 15, settle: float = 1.0) -> None:
+    """SIGTERM, then wait until JupyterLab exits; once only idle threads keep it alive for `settle` seconds, or after
+    `timeout`, SIGKILL (its kernels are gone by then, or stop by themselves when their parent does)."""
+    jupyter.send_signal(signal.SIGTERM)
+    deadline, idle_since = time.monotonic() + timeout, None
+    while jupyter.poll() is None and time.monotonic() < deadline:
+        if only_idle_threads_left(jupyter.pid):
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= settle:
+                break
+        else:
+            idle_since = None
+        time.sleep(0.2)
+    if jupyter.poll() is None:
+        jupyter.kill()
+    jupyter.wait()
+
+
 def run(jupyter_args: list[str]) -> int:
     """`make lab`: what lessons 00–01 need, llama-server, then JupyterLab on lesson 00 while the rest installs
     behind it. Ctrl-C (or the end of JupyterLab) stops the servers the lab owns and the background setup.
@@ -197,11 +229,7 @@ def run(jupyter_args: list[str]) -> int:
         return 0
     finally:
         if jupyter and jupyter.poll() is None:
-            jupyter.send_signal(signal.SIGTERM)
-            try:
-                jupyter.wait(15)
-            except subprocess.TimeoutExpired:
-                jupyter.kill()
+            stop_jupyter(jupyter)
         if background:
             background.stop()
         owner.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 import labkit
 import labkit.home
@@ -222,3 +223,45 @@ def test_down_stops_only_what_up_started_and_escalates(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# A stand-in for a Jupyter server on SIGTERM: it closes its listening socket (cleanup done), then stays alive on a
+# non-daemon thread as JupyterLab does while AnyIO's idle worker threads time out (jupyterlab#10442) — or, with
+# BUSY, keeps listening for 2 s (still cleaning up) and exits by itself.
+FAKE_JUPYTER = """
+import signal, socket, sys, threading, time
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen()
+busy = sys.argv[1] == "busy"
+def on_term(*_):
+    if busy:
+        time.sleep(2); sys.exit(0)
+    sock.close()
+    threading.Thread(target=time.sleep, args=(30,)).start()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("case", ["idle", "busy"])
+def test_the_lab_stops_jupyter_without_waiting_for_its_idle_threads(case):
+    """Ctrl-C on `make lab` took up to 15 s when JupyterLab had served a page in its last 10 s: its cleanup was done,
+    only idle worker threads kept the process alive. The lab kills it once it listens on nothing and has no children
+    left for a second, and never earlier: a Jupyter still cleaning up exits on its own."""
+    from labkit.lab import stop_jupyter
+
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_JUPYTER, case], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        stop_jupyter(fake, timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.wait()
+    if case == "idle":
+        assert fake.returncode == -signal.SIGKILL and 0.9 < took < 5, (fake.returncode, took)
+    else:
+        assert fake.returncode == 0 and 1.9 < took < 10, (fake.returncode, took)
