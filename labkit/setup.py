@@ -2,6 +2,7 @@
 Each step is idempotent: present → skipped; absent → installed from a package registry into the labkit home."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -146,7 +147,6 @@ def go_modules() -> list[Path]:
 def go_compiled_stamp(go: str, mod: Path) -> Path:
     """The file that says this module was compiled (vet and test binaries) with this Go and these dependencies:
     named by a hash of `go version`, go.mod and go.sum, so a new Go or a changed dependency compiles again."""
-    import hashlib
     digest = hashlib.sha256(version_of(Path(go), "version").encode())
     for name in ("go.mod", "go.sum"):
         if (mod / name).is_file():
@@ -177,16 +177,13 @@ def _go_install() -> None:
                                    "https://go.dev/dl or your package manager.",
                                    "从 https://go.dev/dl（国内可用 https://golang.google.cn/dl）或者用包管理器"
                                    "安装 Go ≥ 1.26（openai-go 示例需要；编译 Ollama 只需 ≥ 1.24）。"))
+    # Download, then compile once (openai-go alone is ~1 min of CPU): lesson 10's first `go run` and the tests'
+    # `go vet` and `go test` then find everything in Go's build cache. `-run ^$` builds the test binary, runs no test.
+    steps = (["mod", "download"], ["vet", "./..."], ["test", "-count=1", "-run", "^$", "./..."])
     for mod in go_modules():
         log = subdir("logs") / f"go-mod-{mod.name}.log"
-        if run_logged([go, "mod", "download"], cwd=mod, log_path=log, timeout=900) != 0:
-            raise LabkitError(text(f"`go mod download` failed in {mod}.", f"在 {mod} 中运行 `go mod download` 失败。"),
-                              log_tail=tail(log), fix=text(f"Read {log}.", f"请阅读 {log}。"))
-        # Compile once here (openai-go alone is ~1 min of CPU): lesson 10's first `go run` and the tests' `go vet`
-        # and `go test` then find everything in Go's build cache. `-run ^$` builds the test binary, runs no test.
-        env = {**os.environ, "GOFLAGS": "-mod=readonly"}
-        for step in (["vet", "./..."], ["test", "-count=1", "-run", "^$", "./..."]):
-            if run_logged([go, *step], cwd=mod, log_path=log, env=env, timeout=1800, append=True) != 0:
+        for i, step in enumerate(steps):
+            if run_logged([go, *step], cwd=mod, log_path=log, timeout=1800, append=i > 0) != 0:
                 raise LabkitError(text(f"`go {' '.join(step)}` failed in {mod}.",
                                        f"在 {mod} 中运行 `go {' '.join(step)}` 失败。"),
                                   log_tail=tail(log), fix=text(f"Read {log}.", f"请阅读 {log}。"))

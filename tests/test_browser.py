@@ -88,7 +88,7 @@ def browser():
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     """One JupyterLab for the lessons opened in Chromium, serving copies of them (its autosave must not touch the
-    repo); each test shuts its kernels down (`kernels_shut`), and the end stops JupyterLab and asserts nothing of
+    repo); each test's kernels are shut down by `lab_page`, and the end stops JupyterLab and asserts nothing of
     it is left."""
     tmp_path = tmp_path_factory.mktemp("jupyterlab")
     lab_dir = tmp_path / "lab"
@@ -286,16 +286,18 @@ def test_the_url_make_lab_prints_opens_lesson_00(tmp_path, browser):
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         try:
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-            page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.title.label === '00_welcome.ipynb' && "
-                                   f"{NOTEBOOK_JS}.sessionContext.session?.kernel?.status === 'idle'", timeout=90_000)
+            page.wait_for_function(f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.title.label === '00_welcome.ipynb'",
+                                   timeout=90_000)
             RESULTS.mkdir(exist_ok=True)
             page.screenshot(path=str(RESULTS / "make_lab_opens_lesson_00.png"))
         finally:
-            page.goto("about:blank")  # leave JupyterLab first: its websockets close now, not when Chromium ends
             page.close()
     finally:
-        stop_lab(lab)
+        t0 = time.monotonic()
+        stop_lab(lab)  # Ctrl-C right after a page was served: JupyterLab's idle threads used to hold it 10-15 s
+        took = time.monotonic() - t0
     assert wait_gone(lab.pid)
+    assert took < 10, f"Ctrl-C took {took:.1f} s to stop the lab"
     assert lesson.read_bytes() == before, "opening lesson 00 must not rewrite the committed notebook"
 
 
