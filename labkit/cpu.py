@@ -1,4 +1,5 @@
-"""The CPU the lab builds for, and the compiler flags that make a build run where it is built.
+"""The CPU the lab builds for, the compiler flags that make a build run where it is built, and how the builds'
+threads wait on it (`llama_cpp_env`).
 
 `-march=native` means "every instruction this CPU advertises". On an Intel Xeon with AMX that includes the AMX
 tile instructions: llama.cpp then compiles AMX kernels that died with SIGILL on such a VM, and Ollama's cgo build
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 NO_AMX = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
 # The x86-64 levels a portable build may use, each as (cpuinfo flag, gcc flag, ggml CMake option).
@@ -129,3 +131,28 @@ def compiler_accepts(flags: list[str], compiler: str | None = None) -> bool:
 def first_flavour(cpu: Cpu, accepts=compiler_accepts) -> str:
     """Native when the compiler takes the native flags for this CPU, else straight to portable."""
     return "native" if accepts(compiler_flags(cpu, "native")) else "portable"
+
+
+# How many pause instructions a llama.cpp thread spins at a barrier before it sleeps (libgomp's GOMP_SPINCOUNT;
+# its default is 300,000). Measured where it is set: see `llama_cpp_env`.
+SPINCOUNT_X86 = "3000"
+
+
+def llama_cpp_env(cpu: Cpu | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for llama.cpp's programs (llama-server, its router's children, RPC workers, llama-bench).
+
+    The lab's llama.cpp is built with OpenMP: at every barrier of a token's graph (hundreds per token) a thread
+    that is done spins up to 300,000 pauses for the others before it sleeps. Alone on the machine that is the
+    fastest wait. But when a second server computes at the same time on the same cores (llama-server beside
+    Ollama in lesson 12's playground, two llama-servers), each spins for a thread the kernel has taken off its
+    core to run the other server's spinning threads. Measured on a 2-core Xeon: 40 tokens from each of two
+    llama-servers at once took 93-103 s instead of 0.4 s alone (~250x); llama-server beside Ollama 95-100 s.
+    With 3000 spins both pairs took 0.9-2.7 s and a server alone lost nothing (llama-bench tg64 108 vs 109 tok/s,
+    pp64 341-369 vs 362); 1000 is this Xeon's knee, 300 cost decode speed (72 tok/s), 100 more (39). `--poll 0`
+    does not help (it is the wait for work, not the barrier); `--threads 1` does, at half the speed alone.
+    Only x86-64 was measured (a pause costs ~40-140 cycles there, so 3000 leaves a margin on CPUs with a cheaper
+    pause); elsewhere libgomp's default stays, as does a GOMP_SPINCOUNT or OMP_WAIT_POLICY of your own."""
+    environ = dict(os.environ if environ is None else environ)
+    if (cpu or this_cpu()).is_x86 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
+        environ["GOMP_SPINCOUNT"] = SPINCOUNT_X86
+    return environ

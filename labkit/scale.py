@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import psutil
 
+from .cpu import llama_cpp_env
 from .errors import PortBusyError
 from .home import subdir
 from .net import port_open
@@ -85,7 +86,8 @@ def start_rpc_worker(port: int = 50050, *, host: str = "127.0.0.1", threads: int
                             fix=f"Pick another port ({RPC_PORTS.start}-{RPC_PORTS.stop - 1}) or stop what listens there.")
     log = subdir("logs") / f"rpc-worker-{port}.log"
     worker = RpcWorker(host, port, ManagedProcess(rpc_worker_argv(rpc_server_binary(), host=host, port=port,
-                                                                  threads=threads), log_path=log))
+                                                                  threads=threads), log_path=log,
+                                                  env=llama_cpp_env()))
     wait_until_ready(worker.proc, lambda: listening(host, port), timeout=timeout,
                      what=f"ggml-rpc-server on {host}:{port}", fix=f"Read {log}.")
     return worker

@@ -17,7 +17,8 @@ import pytest
 
 from labkit import cpu as cpumod
 from labkit import scale
-from labkit.cpu import NO_AMX, Cpu, compiler_flags, first_flavour, llama_cmake_args, parse_cpuinfo
+from labkit.cpu import (NO_AMX, SPINCOUNT_X86, Cpu, compiler_flags, first_flavour, llama_cmake_args, llama_cpp_env,
+                        parse_cpuinfo)
 from labkit.errors import BinaryError
 from labkit.home import data_dir
 from labkit.servers import install, smoke
@@ -36,6 +37,18 @@ def test_cpuinfo_is_read_into_model_and_flags():
     assert {"avx2", "fma", "f16c", "avx512f"} <= XEON.flags and not XEON.has_amx
     assert XEON_AMX.has_amx and XEON_AMX.fingerprint != XEON.fingerprint
 
+
+
+def test_llama_cpp_threads_spin_briefly_on_x86_only_and_your_own_setting_wins():
+    """Measured on x86-64 only (see llama_cpp_env): there the barrier spin is cut; on ARM libgomp's default stays;
+    a GOMP_SPINCOUNT or OMP_WAIT_POLICY you set is never overridden; the rest of the environment is passed on."""
+    base = {"PATH": "/usr/bin", "LANG": "zh_CN.UTF-8"}
+    for cpu in (XEON, XEON_AMX):
+        assert llama_cpp_env(cpu, base) == {**base, "GOMP_SPINCOUNT": SPINCOUNT_X86}
+    assert llama_cpp_env(ARM, base) == base
+    for own in ({"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "passive"}):
+        assert llama_cpp_env(XEON, {**base, **own}) == {**base, **own}
+    assert base == {"PATH": "/usr/bin", "LANG": "zh_CN.UTF-8"}  # the caller's mapping is not changed
 
 def test_native_on_x86_is_native_minus_amx_and_arm_gets_no_x86_flags():
     for cpu in (XEON, XEON_AMX):

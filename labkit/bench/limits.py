@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..cpu import llama_cpp_env
 from ..errors import LabkitError
 from .metrics import data_payloads, parse_batched_bench, parse_llama_bench
 
@@ -24,7 +25,7 @@ def run_llama_bench(gguf: str | os.PathLike, *, threads: int, n_prompt: int = 64
     """llama-bench on the same GGUF and thread count as the server: the engine's speed without HTTP."""
     argv = [str(llama_bench_binary()), "-m", str(gguf), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
             "-r", str(repetitions), "-o", "json"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=llama_cpp_env())
     if proc.returncode != 0:
         raise LabkitError(f"llama-bench failed (exit {proc.returncode}).", tried=" ".join(argv),
                           log_tail=proc.stderr[-2000:])
@@ -39,7 +40,7 @@ def run_batched_bench(gguf: str | os.PathLike, *, threads: int, parallel: Sequen
     binary = require_tool("llama-batched-bench")
     argv = [str(binary), "-m", str(gguf), "-t", str(threads), "-c", "4096", "-npp", str(n_prompt),
             "-ntg", str(n_gen), "-npl", ",".join(map(str, parallel)), "--output-format", "jsonl"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=llama_cpp_env())
     if proc.returncode != 0:
         raise LabkitError(f"llama-batched-bench failed (exit {proc.returncode}).", tried=" ".join(argv),
                           log_tail=proc.stderr[-2000:])

@@ -8,6 +8,7 @@ from typing import Sequence
 import httpx
 import psutil
 
+from ..cpu import llama_cpp_env
 from ..errors import PortBusyError, ServerMismatchError, ServerStartError
 from ..home import subdir
 from ..language import text
@@ -204,7 +205,7 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", mode
     argv = argv_for(llama_server_binary(binary))
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, model, api_key=api_key,
-                    proc=ManagedProcess(argv, log_path=log, tie_to_parent=not detached), log_path=log)
+                    proc=ManagedProcess(argv, log_path=log, env=llama_cpp_env(), tie_to_parent=not detached), log_path=log)
     wait_healthy(server, timeout=timeout, what=f"llama-server on port {port}")
     return server
 
@@ -224,6 +225,7 @@ def start_router(models_dir: str | os.PathLike, *, port: int, host: str = "127.0
             "--host", host, "--port", str(port), "--ctx-size", str(ctx_size), "--parallel", str(parallel),
             "--jinja", "--no-ui", *extra_args]
     log = subdir("logs") / f"llama-router-{port}.log"
-    server = Server("llamacpp", host, port, "router", proc=ManagedProcess(argv, log_path=log), log_path=log)
+    server = Server("llamacpp", host, port, "router", proc=ManagedProcess(argv, log_path=log, env=llama_cpp_env()),
+                    log_path=log)
     wait_healthy(server, timeout=timeout or 60, what=f"llama-server router on port {port}")
     return server
