@@ -1,6 +1,7 @@
 """Starting and stopping `labkit lab` in tests: shared by the CLI tests and the browser test."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from labkit.home import subdir
 from labkit.net import free_port, port_open
 
 
@@ -59,3 +61,20 @@ def wait_for_lesson_00(lab: subprocess.Popen, port: int, log: Path, timeout: flo
         assert lab.poll() is None, log.read_text()[-3000:]
         time.sleep(0.5)
     return httpx.get(f"http://127.0.0.1:{port}/lab/tree/00_welcome.ipynb?token=labtest", timeout=30)
+
+
+def wait_for_lab_url(lab: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> dict:
+    """The lab's lab.json once it names lesson 00's URL on `port` and the lab has printed it. The lab writes the URL
+    only after JupyterLab wrote its server file, which is after its port opened: reading it then is a race."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert lab.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        path = subdir("run") / "lab.json"
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            info = {}
+        url = info.get("url")
+        if url and f":{port}/" in url and f"✔ lesson 00: {url}" in log.read_text():
+            return info
+        time.sleep(0.3)

@@ -261,28 +261,16 @@ def test_lesson_runs_and_chat_streams_in_chromium(lab_page):
 @pytest.mark.timeout(300)
 def test_the_url_make_lab_prints_opens_lesson_00(tmp_path, browser):
     """`labkit lab` (what `make lab` runs) prints a URL; in Chromium that URL shows lesson 00, not the Launcher."""
-    import json
-
-    from lab_helpers import start_lab, stop_lab
+    from lab_helpers import start_lab, stop_lab, wait_for_lab_url
 
     import labkit
-    from labkit.home import subdir
     from labkit.procs import wait_gone
     lesson = ROOT / "notebooks" / "00_welcome.ipynb"
     before = lesson.read_bytes()
     labkit.up("llamacpp", export=False, quiet=True)
     lab, port, log = start_lab(tmp_path, extra=("--LabApp.expose_app_in_browser=True",))
     try:
-        deadline = time.monotonic() + 120
-        url = None
-        while not url:
-            assert lab.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            info = subdir("run") / "lab.json"
-            url = json.loads(info.read_text()).get("url") if info.is_file() else None
-            if url and str(port) not in url:
-                url = None  # a stale file from another lab
-            time.sleep(0.5)
-        assert f"✔ lesson 00: {url}" in log.read_text()
+        url = wait_for_lab_url(lab, port, log)["url"]  # printed, and in lab.json
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         try:
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
