@@ -141,18 +141,22 @@ SPINCOUNT_X86 = "3000"
 def llama_cpp_env(cpu: Cpu | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for llama.cpp's programs (llama-server, its router's children, RPC workers, llama-bench).
 
-    The lab's llama.cpp is built with OpenMP: at every barrier of a token's graph (hundreds per token) a thread
-    that is done spins up to 300,000 pauses for the others before it sleeps. Alone on the machine that is the
-    fastest wait. But when a second server computes at the same time on the same cores (llama-server beside
-    Ollama in lesson 12's playground, two llama-servers), each spins for a thread the kernel has taken off its
-    core to run the other server's spinning threads. Measured on a 2-core Xeon: 40 tokens from each of two
-    llama-servers at once took 93-103 s instead of 0.4 s alone (~250x); llama-server beside Ollama 95-100 s.
-    With 3000 spins both pairs took 0.9-2.7 s and a server alone lost nothing (llama-bench tg64 108 vs 109 tok/s,
-    pp64 341-369 vs 362); 1000 is this Xeon's knee, 300 cost decode speed (72 tok/s), 100 more (39). `--poll 0`
-    does not help (it is the wait for work, not the barrier); `--threads 1` does, at half the speed alone.
-    Only x86-64 was measured (a pause costs ~40-140 cycles there, so 3000 leaves a margin on CPUs with a cheaper
-    pause); elsewhere libgomp's default stays, as does a GOMP_SPINCOUNT or OMP_WAIT_POLICY of your own."""
+    The lab's llama.cpp is built with OpenMP (GCC's libgomp): at every barrier of a token's graph (hundreds per
+    token) a thread that is done spins up to 300,000 pauses for the others before it sleeps. Alone on the machine
+    that is the fastest wait. But when a second server computes at the same time on the same cores (llama-server
+    beside Ollama in lesson 12's playground, two llama-servers), each spins for a thread the kernel has taken off
+    its core to run the other server's spinning threads. Measured on a 2-core Xeon (AVX-512, AMX): 40 tokens from
+    each of two llama-servers at once took 93-103 s instead of ~0.5 s alone (~200x); llama-server beside Ollama
+    95-103 s. With 3000 spins both pairs took 0.9-2.7 s and a server alone lost nothing (llama-bench tg64 108 vs
+    109 tok/s, pp64 341-369 vs 362); 1000 is this Xeon's knee, 300 cost decode speed (72 tok/s), 100 more (39).
+    With one core busy with another program, `--threads 2` decoded 20 tok/s with the default spin and 25-37 with
+    3000 (`--threads 1`: 59), lesson 13. `--poll 0` does not help (it is the wait for work, not the barrier);
+    `--threads 1` does, at half the speed alone. Only x86-64 was measured (a pause costs ~40-140 cycles there, so
+    3000 leaves a margin on CPUs with a cheaper pause); elsewhere libgomp's default stays, as does a
+    GOMP_SPINCOUNT or OMP_WAIT_POLICY of your own. A llama.cpp built without libgomp (clang's libomp, no OpenMP)
+    ignores the variable. Ollama's own ggml does not use OpenMP: two Ollama models decoding at once still spin."""
     environ = dict(os.environ if environ is None else environ)
-    if (cpu or this_cpu()).is_x86 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
+    x86_64 = (cpu or this_cpu()).arch.lower() in ("x86_64", "amd64")
+    if x86_64 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
         environ["GOMP_SPINCOUNT"] = SPINCOUNT_X86
     return environ

@@ -38,17 +38,25 @@ def test_cpuinfo_is_read_into_model_and_flags():
     assert XEON_AMX.has_amx and XEON_AMX.fingerprint != XEON.fingerprint
 
 
-
-def test_llama_cpp_threads_spin_briefly_on_x86_only_and_your_own_setting_wins():
-    """Measured on x86-64 only (see llama_cpp_env): there the barrier spin is cut; on ARM libgomp's default stays;
-    a GOMP_SPINCOUNT or OMP_WAIT_POLICY you set is never overridden; the rest of the environment is passed on."""
+def test_llama_cpp_threads_spin_briefly_on_x86_64_only_and_your_own_setting_wins(monkeypatch):
+    """Measured on x86-64 only (see llama_cpp_env): there the barrier spin is cut; on ARM and 32-bit x86 libgomp's
+    default stays; a GOMP_SPINCOUNT or OMP_WAIT_POLICY you set is never overridden; the rest of the environment is
+    passed on, by default this process's own."""
     base = {"PATH": "/usr/bin", "LANG": "zh_CN.UTF-8"}
     for cpu in (XEON, XEON_AMX):
         assert llama_cpp_env(cpu, base) == {**base, "GOMP_SPINCOUNT": SPINCOUNT_X86}
-    assert llama_cpp_env(ARM, base) == base
+    for other in (ARM, Cpu(arch="i686", model="Pentium 4", flags=frozenset({"sse2"}))):
+        assert llama_cpp_env(other, base) == base
     for own in ({"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "passive"}):
         assert llama_cpp_env(XEON, {**base, **own}) == {**base, **own}
     assert base == {"PATH": "/usr/bin", "LANG": "zh_CN.UTF-8"}  # the caller's mapping is not changed
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("LABKIT_PROBE", "kept")
+    inherited = llama_cpp_env(XEON)
+    assert inherited["LABKIT_PROBE"] == "kept" and inherited["GOMP_SPINCOUNT"] == SPINCOUNT_X86
+    assert "GOMP_SPINCOUNT" not in os.environ  # this process's environment is not changed either
+
 
 def test_native_on_x86_is_native_minus_amx_and_arm_gets_no_x86_flags():
     for cpu in (XEON, XEON_AMX):

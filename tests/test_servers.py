@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,10 +18,10 @@ import pytest
 
 import labkit
 import labkit.home
-from labkit.cpu import this_cpu
+from labkit.cpu import SPINCOUNT_X86, this_cpu
 from labkit.errors import ModelError, PortBusyError, ServerMismatchError, ServerStartError
 from labkit.net import free_port
-from labkit.procs import wait_gone
+from labkit.procs import listener_env, wait_gone
 from labkit.servers import llamacpp, start_llama_server
 from labkit.servers.llamacpp import argv_differences, flags, props_differences
 
@@ -180,7 +181,6 @@ def test_ollama_derived_model_from_a_missing_base_fails_clearly():
 
 def test_ollama_go_runtime_leaves_the_compute_cores(monkeypatch):
     """Ollama's Go code runs on the CPUs its compute threads leave free (at least 1); the live process has it."""
-    from labkit.procs import listener_env
     from labkit.servers import ollama as oll
     server = labkit.up("ollama", export=False, quiet=True)
     if server.owned:
@@ -194,25 +194,24 @@ def test_ollama_go_runtime_leaves_the_compute_cores(monkeypatch):
 
 
 
-@pytest.mark.xfail(not this_cpu().is_x86, strict=False,
+@pytest.mark.xfail(this_cpu().arch not in ("x86_64", "amd64"), strict=False,
                    reason="labkit cuts llama.cpp's barrier spin on x86-64 only, where it was measured")
 @pytest.mark.parametrize("beside", ["llamacpp", "ollama"])
 def test_two_servers_decoding_at_once_share_the_cores(beside):
     """llama-server beside a second model server, both decoding at once (lesson 12's playground): with libgomp's
     default barrier spin each took ~100 s for 40 tokens on a 2-core Xeon instead of ~0.5 s alone. Together they
-    must take about as long as one after the other, with a wide margin for a busy machine (and the spin setting
-    must be the one labkit gives, read from the live process)."""
-    import threading
-
-    from labkit.cpu import llama_cpp_env
-    from labkit.procs import listener_env
+    must not take many times longer than one after the other (a wide margin for a busy machine), and every
+    llama-server in the pair runs with the spin labkit gives (read from the live process)."""
     other = labkit.up(beside, export=False, quiet=True)
+    own = {k: os.environ[k] for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ}
     with start_llama_server(port=free_port(), model="smollm2-side", parallel=1, ctx_size=512, ui=False) as ours:
-        assert listener_env(ours.port, "GOMP_SPINCOUNT") == llama_cpp_env().get("GOMP_SPINCOUNT")
+        expected = own.get("GOMP_SPINCOUNT") if own else SPINCOUNT_X86  # yours, else labkit's
+        for server in (ours, other) if beside == "llamacpp" else (ours,):
+            assert listener_env(server.port, "GOMP_SPINCOUNT") == expected, server
 
         def ask(server, into=None):
             t = time.monotonic()
-            r = httpx.post(server.openai_base_url + "/chat/completions", headers=server.headers(), timeout=300,
+            r = httpx.post(server.openai_base_url + "/chat/completions", headers=server.headers(), timeout=120,
                            json={"model": server.model, "max_tokens": 40, "temperature": 0, "seed": 42,
                                  "messages": [{"role": "user", "content": "Count from one to twenty."}]})
             assert r.status_code == 200, r.text
@@ -224,15 +223,15 @@ def test_two_servers_decoding_at_once_share_the_cores(beside):
         ask(ours), ask(other)  # warm
         alone = ask(ours) + ask(other)
         together: list[float] = []
-        threads = [threading.Thread(target=ask, args=(s, together)) for s in (ours, other)]
+        threads = [threading.Thread(target=ask, args=(s, together), daemon=True) for s in (ours, other)]
         t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=300)
+            t.join(timeout=130)
         wall = time.monotonic() - t0
-        assert len(together) == 2, "a request failed (see above)"
         print(f"together {wall:.2f} s, one after the other {alone:.2f} s")
+        assert len(together) == 2, f"a request failed or took over 120 s (see above); {wall:.0f} s"
         assert wall < 5 * alone + 2, f"both at once took {wall:.1f} s; one after the other {alone:.2f} s"
 
 def test_wait_until_ready_stops_a_process_that_never_gets_ready_and_one_that_exits(tmp_path):

@@ -19,7 +19,7 @@ from typing import Callable
 
 import httpx
 
-from ..cpu import Cpu, compiler_flags, first_flavour, this_cpu
+from ..cpu import Cpu, compiler_flags, first_flavour, llama_cpp_env, this_cpu
 from ..errors import BinaryError, LabkitError
 from ..home import subdir
 from ..language import text
@@ -105,7 +105,7 @@ def smoke_llama_cpp(prefix: Path, *, timeout: float = TIMEOUT) -> Smoke:
     model = fetch_embedded(quiet=True)
     argv = [str(bindir / "llama-bench"), "-m", str(model), "-p", "0", "-n", "1", "-r", "1", "-o", "json"]
     try:
-        bench = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        bench = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=llama_cpp_env())
     except subprocess.TimeoutExpired:
         return _fail(text(f"llama-bench did not finish within {timeout:.0f} s",
                           f"llama-bench 在 {timeout:.0f} 秒内没有运行完"))
