@@ -154,7 +154,8 @@ def llama_cpp_env(cpu: Cpu | None = None, environ: Mapping[str, str] | None = No
     `--threads 1` does, at half the speed alone. Only x86-64 was measured (a pause costs ~40-140 cycles there, so
     3000 leaves a margin on CPUs with a cheaper pause); elsewhere libgomp's default stays, as does a
     GOMP_SPINCOUNT or OMP_WAIT_POLICY of your own. A llama.cpp built without libgomp (clang's libomp, no OpenMP)
-    ignores the variable. Ollama's own ggml does not use OpenMP: two Ollama models decoding at once still spin."""
+    ignores the variable, as does Ollama (its ggml has no OpenMP; on the 2-core Xeon it ran one model at a time, so
+    two of its models never decoded at once: asked together, the second waited for the swap, 1.5-1.9 s in all)."""
     environ = dict(os.environ if environ is None else environ)
     x86_64 = (cpu or this_cpu()).arch.lower() in ("x86_64", "amd64")
     if x86_64 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
