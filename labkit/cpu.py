@@ -36,7 +36,11 @@ class Cpu:
 
     @property
     def is_x86(self) -> bool:
-        return self.arch.lower() in ("x86_64", "amd64", "i686", "i386")
+        return self.is_x86_64 or self.arch.lower() in ("i686", "i386")
+
+    @property
+    def is_x86_64(self) -> bool:
+        return self.arch.lower() in ("x86_64", "amd64")
 
     @property
     def has_amx(self) -> bool:
@@ -157,7 +161,6 @@ def llama_cpp_env(cpu: Cpu | None = None, environ: Mapping[str, str] | None = No
     ignores the variable, as does Ollama (its ggml has no OpenMP; on the 2-core Xeon it ran one model at a time, so
     two of its models never decoded at once: asked together, the second waited for the swap, 1.5-1.9 s in all)."""
     environ = dict(os.environ if environ is None else environ)
-    x86_64 = (cpu or this_cpu()).arch.lower() in ("x86_64", "amd64")
-    if x86_64 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
+    if (cpu or this_cpu()).is_x86_64 and not ({"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & environ.keys()):
         environ["GOMP_SPINCOUNT"] = SPINCOUNT_X86
     return environ

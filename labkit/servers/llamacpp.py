@@ -205,7 +205,8 @@ def start_llama_server(*, port: int | None = None, host: str = "127.0.0.1", mode
     argv = argv_for(llama_server_binary(binary))
     log = subdir("logs") / f"llama-server-{port}.log"
     server = Server("llamacpp", host, port, model, api_key=api_key,
-                    proc=ManagedProcess(argv, log_path=log, env=llama_cpp_env(), tie_to_parent=not detached), log_path=log)
+                    proc=ManagedProcess(argv, log_path=log, env=llama_cpp_env(), tie_to_parent=not detached),
+                    log_path=log)
     wait_healthy(server, timeout=timeout, what=f"llama-server on port {port}")
     return server
 
