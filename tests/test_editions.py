@@ -3,13 +3,13 @@ code is the English code byte for byte and whose prose translates the current En
 same way (summary, Next); their links resolve; and the lab opens the learner's edition."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import zh_twins  # tools/zh_twins.py (conftest puts tools/ on the path)
 
 from labkit.errors import LabkitError
 from labkit.language import edition, jupyter_settings, lesson_00, text
@@ -20,14 +20,6 @@ ZH = NOTEBOOKS / "zh-CN"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("zh_twins", ROOT / "tools" / "zh_twins.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-zh_twins = load_tool()
 
 
 def cells(path: Path) -> list[dict]:
