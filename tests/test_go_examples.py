@@ -4,6 +4,7 @@ which we point at the session's llama-server and Ollama, plus a llama-server wit
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,14 +57,26 @@ def test_go_vet(go, module):
     run_go(go, module, "vet", "./...")
 
 
+# Tests that never talk to the server OPENAI_BASE_URL names (a recorder, an unreachable port, flags, the keyed
+# llama-server): they run in the llama-server run only. Against Ollama they would repeat the same thing — and
+# openai-go's retry backoffs (~3 s) with it.
+SERVER_INDEPENDENT = ("TestWireFormat", "TestRetries", "TestUnreachableServerIsAnError", "TestBadFlagsAreErrors",
+                      "TestSeedConfigHeaders", "TestKeyedServer401", "TestSeedConfigAgainstKeyedServer")
+
+
 @pytest.mark.parametrize("kind", ["llamacpp", "ollama"])
 @pytest.mark.parametrize("module", MODULES)
 def test_go_test_against_server(go, module, kind, keyed_llama):
     server = server_for(kind)
     env = server.env()
-    if module in ("go-openai", "openai-go"):  # both have the 401 test against a keyed llama-server
+    args = ["test", "-count=1", "-v", "./..."]
+    if kind == "llamacpp":  # go-openai and openai-go have a 401 test against a keyed llama-server
         env |= {"LABKIT_KEYED_BASE_URL": keyed_llama.openai_base_url, "LABKIT_KEYED_API_KEY": keyed_llama.key}
-    proc = run_go(go, module, "test", "-count=1", "-v", "./...", env=env)
+    else:
+        args[1:1] = ["-skip", "^(" + "|".join(SERVER_INDEPENDENT) + ")$"]
+    proc = run_go(go, module, *args, env=env)
+    independent = set(re.findall(r"^--- PASS: (Test\w+)", proc.stdout, re.M)) & set(SERVER_INDEPENDENT)
+    assert independent if kind == "llamacpp" else not independent, f"ran: {sorted(independent)}"
     skipped = [line for line in proc.stdout.splitlines() if line.lstrip().startswith("--- SKIP")]
     assert not skipped, f"Go tests skipped against {server}:\n" + "\n".join(skipped)
     assert "--- PASS: TestChat" in proc.stdout or "--- PASS: TestGenerateContent" in proc.stdout

@@ -290,6 +290,7 @@ func TestKeyedServer401(t *testing.T) {
 }
 
 func TestUnreachableServerIsAnError(t *testing.T) {
+	t.Parallel() // it waits out the retry backoffs, as TestRetries does: the two waits overlap
 	var out, errOut bytes.Buffer
 	start := time.Now()
 	err := Run(context.Background(), []string{"-base-url", "http://127.0.0.1:9/v1", "-timeout", "10s"}, &out, &errOut)
@@ -374,6 +375,7 @@ func TestWireFormat(t *testing.T) {
 // once. -max-retries 0 turns retries off. A local server's 500 (Ollama's "model runner has unexpectedly
 // stopped", a request too big for the context) is rarely transient: each retry runs the request again.
 func TestRetries(t *testing.T) {
+	t.Parallel()
 	var rec recorder
 	srv := rec.serve(t, http.StatusInternalServerError, `{"error":{"message":"model runner has unexpectedly stopped"}}`)
 	o := Options{BaseURL: srv.URL + "/v1", APIKey: "sk", Model: DefaultModel, Prompt: "hi", MaxTokens: 1,
