@@ -4,11 +4,12 @@
 The budget: `tests/` + the English lessons ≤ 6 min, the Chinese twins ≤ 3 min more, each notebook ≤ 60 s. It was
 set on a 2-core AMD EPYC whose llama-bench decoded the lab's SmolLM2 Q4_1 at 110–120 tok/s (2 threads). The
 2-core machines this course has run on differ by 2× either way (60–163 tok/s), and the lessons time real
-inference, so a full run also measures this machine's decode speed (llama-bench tg64, after the suite, servers
-idle): a time over budget on a machine half as fast is not the same finding as on the budget's machine.
-Each run also leaves its figures in test-results/suite-time.json (per-item seconds, CPU, decode speed).
+inference, so a whole run also measures this machine's decode speed (llama-bench tg64, after the suite, servers
+stopped): a time over budget on a machine half as fast is not the same finding as on the budget's machine.
+A whole run (`make test`: every test, every lesson in both editions, no -k/-m, no xdist) leaves its figures in
+test-results/suite-time.json (per-item seconds, CPU, decode speed); a partial run prints its times only.
 
-    python tools/suite_time.py [test-results/suite-time.json]   # the summary of a saved run again
+    python tools/suite_time.py [test-results/suite-time.json]   # the summary of the last whole run again
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import zh_twins  # its lesson list: the English lessons, each with a Chinese twin
+
 BUDGET_S = {"tests + English": 360.0, "Chinese twins": 180.0}
 NOTEBOOK_S = 60.0
 REFERENCE_TPS = (110, 120)  # llama-bench decode, 2 threads, on the machine the budget was set on
 PARTS = ("tests", "English", "Chinese")
+SAVED = Path(__file__).resolve().parents[1] / "test-results" / "suite-time.json"
 
 
 def part_of(nodeid: str) -> str | None:
@@ -65,60 +69,78 @@ def clock(seconds: float) -> str:
     return f"{minutes}:{rest:02d}"
 
 
-def lesson_count() -> int:
-    return len(list((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+def whole_run(*, from_testpaths: bool, keyword: str = "", markexpr: str = "", deselected: int = 0,
+              workers: object = None) -> bool:
+    """The session was `make test`'s: pytest's own testpaths, nothing selected away, one process (under xdist the
+    items' times add up the workers', not the wall clock)."""
+    return from_testpaths and not keyword and not markexpr and not deselected and not workers
 
 
-def is_full_run(t: dict, lessons: int | None = None) -> bool:
-    """Tests ran and every lesson in both editions (the README's `make test`): the budget applies. A run of a few
-    tests or lessons prints its times without it."""
-    lessons = lesson_count() if lessons is None else lessons
+def covers_every_lesson(t: dict, lessons: int | None = None) -> bool:
+    """Tests ran and every lesson in both editions did (a run stopped early by -x did not)."""
+    lessons = len(zh_twins.lessons([])) if lessons is None else lessons
     return t["tests"]["items"] > 0 and t["English"]["items"] == t["Chinese"]["items"] == lessons
 
 
-def summary(t: dict, *, cpu: str = "", decode_tps: float | None = None, lessons: int | None = None) -> list[str]:
-    """The lines printed after a run: each part's time, the budget's two sums, notebooks over 60 s."""
+def against(seconds: float, budget: float) -> str:
+    return f"{clock(seconds)} of {clock(budget)}" + ("" if seconds <= budget else " — over")
+
+
+def summary(t: dict, *, whole: bool, cpu: str = "", decode_tps: float | None = None, threads: int = 2) -> list[str]:
+    """The lines printed after a run: each part's time; for a whole run the budget's two sums with this machine's
+    decode speed; the notebooks over their minute, or else the slowest one."""
     parts = " · ".join(f"{part} {clock(t[part]['seconds'])} ({t[part]['items']})" for part in PARTS if t[part]["items"])
     lines = [parts + (f" — on {cpu}" if cpu else "")]
-    if is_full_run(t, lessons):
+    if whole:
         first = t["tests"]["seconds"] + t["English"]["seconds"]
-        speed = f"{decode_tps:.0f} tok/s here" if decode_tps else "not measured here"
-        lines.append(f"budget: tests + English {clock(first)} of {clock(BUDGET_S['tests + English'])} · Chinese twins "
-                     f"{clock(t['Chinese']['seconds'])} of {clock(BUDGET_S['Chinese twins'])} — set on a machine "
-                     f"decoding {REFERENCE_TPS[0]}–{REFERENCE_TPS[1]} tok/s (llama-bench decode, 2 threads); {speed}")
+        speed = f"{decode_tps:.0f} tok/s here at {threads} threads" if decode_tps else "not measured here"
+        lines.append(f"budget: tests + English {against(first, BUDGET_S['tests + English'])} · Chinese twins "
+                     f"{against(t['Chinese']['seconds'], BUDGET_S['Chinese twins'])} — set on a machine decoding "
+                     f"{REFERENCE_TPS[0]}–{REFERENCE_TPS[1]} tok/s (llama-bench, 2 threads); {speed}")
     slow = sorted(((s, nb) for nb, s in t["notebooks"].items() if s > NOTEBOOK_S), reverse=True)
     slowest = max(t["notebooks"].items(), key=lambda kv: kv[1], default=None)
     if slow:
-        lines.append("notebooks over 60 s: " + ", ".join(f"{Path(nb).name} {s:.0f} s" for s, nb in slow))
+        lines.append(f"notebooks over {NOTEBOOK_S:.0f} s: " + ", ".join(f"{Path(nb).name} {s:.0f} s" for s, nb in slow))
     elif slowest:
         lines.append(f"slowest notebook: {Path(slowest[0]).name} {slowest[1]:.1f} s (each ≤ {NOTEBOOK_S:.0f} s)")
     return lines
 
 
 def decode_speed(threads: int) -> float | None:
-    """This machine's decode speed on the lab's model (llama-bench tg64, one repetition, ~1 s), or None when the
-    build or the model is not there."""
+    """This machine's decode speed on the embedded SmolLM2 Q4_1 — the reference's model, whatever LABKIT_MODEL
+    says — by llama-bench tg64, one repetition (~1 s); None when the model or the build is not there or it fails:
+    the report never fails a run, and never downloads."""
     try:
         from labkit.bench.limits import run_llama_bench
-        from labkit.models import model_path
-        return run_llama_bench(model_path(), threads=threads, n_prompt=0, n_gen=64, repetitions=1,
+        from labkit.models import cached_path, is_verified
+        gguf = cached_path()
+        if not is_verified(gguf):
+            return None
+        return run_llama_bench(gguf, threads=threads, n_prompt=0, n_gen=64, repetitions=1,
                                timeout=60)["tg64"]["tokens_per_s"]
-    except Exception:  # noqa: BLE001 - the report must never fail a run; "not measured here" says it
+    except Exception:  # noqa: BLE001 - "not measured here" says it
         return None
 
 
-def save(path: Path, items: dict[str, float], *, cpu: str, decode_tps: float | None) -> None:
+def save(path: Path, items: dict[str, float], *, cpu: str, decode_tps: float | None, threads: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cpu": cpu, "decode_tps": decode_tps, "seconds": items}, indent=0))
+    path.write_text(json.dumps({"cpu": cpu, "decode_tps": decode_tps, "threads": threads, "seconds": items},
+                               indent=0))
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else Path(__file__).resolve().parents[1] / "test-results" / "suite-time.json")
-    if not path.is_file():
-        print(f"{path}: no such file (pytest writes it at the end of a run)", file=sys.stderr)
+    path = Path(argv[0]) if argv else SAVED
+    try:
+        saved = json.loads(path.read_text())
+        lines = summary(totals(saved["seconds"]), whole=True, cpu=saved["cpu"], decode_tps=saved["decode_tps"],
+                        threads=saved.get("threads", 2))   # only a whole run is saved
+    except FileNotFoundError:
+        print(f"{path}: no such file (a whole pytest run writes it)", file=sys.stderr)
         return 2
-    saved = json.loads(path.read_text())
-    print("\n".join(summary(totals(saved["seconds"]), cpu=saved["cpu"], decode_tps=saved["decode_tps"])))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"{path}: not a suite-time record ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 
