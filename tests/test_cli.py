@@ -80,7 +80,7 @@ def test_the_lab_opens_while_ollama_still_builds_and_ctrl_c_stops_the_build(tmp_
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not named(family, "go"):
             family = psutil.Process(lab.pid).children(recursive=True)
-            time.sleep(1)
+            time.sleep(0.2)
         assert named(family, "go"), log.read_text()[-3000:]
         status = subprocess.run([sys.executable, "-m", "labkit.cli", "status"], env=env, capture_output=True,
                                 text=True, timeout=60)
