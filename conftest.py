@@ -50,8 +50,7 @@ def pytest_terminal_summary(terminalreporter, config):
             keyword=config.option.keyword, markexpr=config.option.markexpr,
             deselected=len(terminalreporter.stats.get("deselected", [])),
             workers=getattr(config.option, "numprocesses", None))
-        cpu = this_cpu()
-        cpu_name, threads = f"{cpu.model or cpu.arch}, {os.cpu_count()} cores", default_threads()
+        cpu_name, threads = f"{this_cpu().describe()}, {os.cpu_count()} cores", default_threads()
         speed = decode_speed(threads) if whole else None
         lines = summary(t, whole=whole, cpu=cpu_name, decode_tps=speed, threads=threads)
         if whole:
